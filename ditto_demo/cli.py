@@ -1,0 +1,150 @@
+"""Command line: ``python -m ditto_demo <command>``.
+
+Every command reports a user error (:class:`DittoError`, bad arguments) as one line on stderr and exits with
+status 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from ditto_demo.errors import DittoError
+
+__all__ = ["main"]
+
+log = logging.getLogger("ditto_demo")
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that exits with status 2 and a single line, like every other user error here."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from ditto_demo.engine import NETWORKS, choose_backend
+    from ditto_demo.engine.cache import engines_dir
+    from ditto_demo.engine.host import probe_host
+    from ditto_demo.hub import CHECKPOINTS_ENV, HUB_REPO_ID, find_cached_checkpoints, missing_files
+
+    host = probe_host()
+    lines = [
+        f"python        {host.python}",
+        f"torch         {host.torch_version}",
+        f"cuda          {host.gpu_name + ' (sm' + ''.join(map(str, host.compute_capability or ())) + ')' if host.cuda_available else 'not available'}",  # noqa: E501
+        f"tensorrt      {host.tensorrt_version or 'not usable: ' + str(host.tensorrt_error)}",
+        f"onnxruntime   {host.onnxruntime_version or 'not installed'} {list(host.onnx_providers)}",
+        "backends      "
+        + ", ".join(
+            name
+            for name, ok in (
+                ("torch/cpu", True),
+                ("torch/cuda", host.cuda_available),
+                ("onnx/cpu", host.onnxruntime_version is not None),
+                ("onnx/cuda", "CUDAExecutionProvider" in host.onnx_providers),
+                ("tensorrt/cuda", host.tensorrt_usable),
+            )
+            if ok
+        ),
+        f"engines cache {engines_dir()}",
+    ]
+    root = Path(args.checkpoints) if args.checkpoints else None
+    if root is None and os.environ.get(CHECKPOINTS_ENV):
+        root = Path(os.environ[CHECKPOINTS_ENV])
+    source = "local folder"
+    if root is None:
+        root, source = find_cached_checkpoints(), f"Hugging Face cache of {HUB_REPO_ID}"
+    if root is None or not root.is_dir():
+        lines.append(f"checkpoints   none found ({CHECKPOINTS_ENV} unset, nothing cached); run `download`")
+    else:
+        lines.append(f"checkpoints   {root} ({source})")
+        for backend in ("torch", "onnx", "tensorrt"):
+            missing = missing_files(root, backend)
+            state = "complete" if not missing else f"missing {len(missing)}: {', '.join(missing[:4])}"
+            lines.append(f"  {backend:<9}   {state}")
+        for name, spec in NETWORKS.items():
+            try:
+                choice = choose_backend(spec, root)
+                lines.append(f"  {name:<21} auto -> {choice.backend}/{choice.device} ({choice.reason})")
+            except DittoError as exc:
+                lines.append(f"  {name:<21} unavailable: {exc}")
+    print("\n".join(lines))
+    return 0
+
+
+def _download(args: argparse.Namespace) -> int:
+    from ditto_demo.hub import resolve_checkpoints
+
+    root = resolve_checkpoints(args.backend, prebuilt_engines=args.prebuilt_engines)
+    print(root)
+    return 0
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    from ditto_demo.engine import CORE_NETWORKS
+    from ditto_demo.engine.export import export_network
+    from ditto_demo.hub import resolve_checkpoints
+
+    root = resolve_checkpoints("torch", local=args.checkpoints)
+    output = Path(args.output)
+    for name in args.networks or CORE_NETWORKS:
+        suffix = "_plugin_free" if args.plugin_free and name == "warp_network" else ""
+        path = export_network(name, root, output / f"{name}{suffix}.onnx", plugin_free=bool(suffix))
+        print(path)
+    return 0
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    from ditto_demo.engine import BACKENDS, CORE_NETWORKS
+
+    parser = _Parser(prog="python -m ditto_demo", description="Ditto talking-head synthesis tools.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    doctor = sub.add_parser("doctor", help="print the host, the usable backends and the checkpoint files found")
+    doctor.add_argument("--checkpoints", help="checkpoint folder to inspect (default: DITTO_CHECKPOINTS or the cache)")
+    doctor.set_defaults(func=_doctor)
+
+    download = sub.add_parser("download", help="fetch the checkpoints one backend needs into the Hugging Face cache")
+    download.add_argument("--backend", choices=[b for b in BACKENDS if b != "auto"], default="torch")
+    download.add_argument(
+        "--prebuilt-engines", action="store_true", help="also fetch the released TensorRT 8.6 engines"
+    )
+    download.set_defaults(func=_download)
+
+    export = sub.add_parser("export-onnx", help="export our PyTorch networks to ONNX (opset 20)")
+    export.add_argument("--checkpoints", help="checkpoint folder (default: DITTO_CHECKPOINTS or the Hub)")
+    export.add_argument("--output", required=True, help="folder for the .onnx files")
+    export.add_argument("--networks", nargs="+", choices=CORE_NETWORKS, help="default: all six")
+    export.add_argument(
+        "--plugin-free",
+        action="store_true",
+        help="write the warp network's 5-D sampling as tiled 2-D GridSample (for TensorRT without a plugin)",
+    )
+    export.set_defaults(func=_export_onnx)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m ditto_demo``; returns the process exit status."""
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except DittoError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE

@@ -1,0 +1,186 @@
+"""Resolve a checkpoint root: a local folder, the Hugging Face cache, or a download from the Hub.
+
+Order: ``DITTO_CHECKPOINTS`` (a folder used as it is) > an explicit ``local`` argument > the Hub repository
+``digital-avatar/ditto-talkinghead`` at :data:`HUB_REVISION`, fetched with ``snapshot_download`` and limited to the
+files the chosen backend reads. ``HF_HUB_OFFLINE=1`` is honoured by huggingface_hub itself: then only the local
+cache is consulted. Whatever fails, the caller gets one :class:`CheckpointsUnavailableError` sentence that says
+how to fix it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+from ditto_demo.engine.specs import MODEL_CONFIG_FILE, NETWORKS, PLUGIN_LIBRARY, NetworkSpec
+from ditto_demo.errors import CheckpointsUnavailableError
+
+__all__ = [
+    "CHECKPOINTS_ENV",
+    "HUB_REPO_ID",
+    "HUB_REVISION",
+    "allow_patterns",
+    "find_cached_checkpoints",
+    "missing_files",
+    "resolve_checkpoints",
+]
+
+log = logging.getLogger(__name__)
+
+HUB_REPO_ID = "digital-avatar/ditto-talkinghead"
+#: The Hub revision every download uses. Pin a full commit sha here (``python -m ditto_demo doctor`` prints the
+#: sha a cached snapshot resolved to); ``DITTO_HUB_REVISION`` overrides it for one run.
+HUB_REVISION = "main"
+CHECKPOINTS_ENV = "DITTO_CHECKPOINTS"
+REVISION_ENV = "DITTO_HUB_REVISION"
+
+#: The released run-time configurations (tiny pickles) — every backend wants the one(s) it runs with.
+_CFG_FILES = {
+    "torch": ("ditto_cfg/v0.4_hubert_cfg_pytorch.pkl",),
+    "onnx": ("ditto_cfg/v0.4_hubert_cfg_trt.pkl", "ditto_cfg/v0.4_hubert_cfg_trt_online.pkl"),
+    "tensorrt": ("ditto_cfg/v0.4_hubert_cfg_trt.pkl", "ditto_cfg/v0.4_hubert_cfg_trt_online.pkl"),
+}
+
+
+def _first_onnx(spec: NetworkSpec, backend: str) -> str | None:
+    """The ONNX file a backend reads for an auxiliary network (PyTorch sets prefer the ``aux_models`` originals)."""
+    paths = [s.path for s in spec.onnx]
+    if backend == "torch":
+        aux = [p for p in paths if p.startswith("ditto_pytorch/")]
+        return (aux or paths or [None])[0]
+    return paths[0] if paths else None
+
+
+def required_files(backend: str) -> list[str]:
+    """Files (relative to the root) that ``backend`` needs for every network. The pattern list derives from it."""
+    if backend not in _CFG_FILES:
+        raise ValueError(f"unknown backend {backend!r}; expected torch, onnx or tensorrt")
+    files: list[str] = []
+    for spec in NETWORKS.values():
+        if backend == "torch" and spec.checkpoint:
+            files.append(spec.checkpoint)
+        elif backend == "tensorrt" and spec.trt_from_module and spec.checkpoint:
+            files.append(spec.checkpoint)  # engines are built from our plugin-free export of the module
+        else:
+            path = _first_onnx(spec, backend)
+            if path:
+                files.append(path)
+    # The 478-point landmarks: MediaPipe Tasks for the PyTorch set, BlazeFace + FaceMesh (already listed) otherwise.
+    if backend == "torch":
+        files = [f for f in files if not f.startswith("ditto_onnx/")]
+        files.append("ditto_pytorch/aux_models/face_landmarker.task")
+    return files
+
+
+def allow_patterns(backend: str, *, prebuilt_engines: bool = False) -> list[str]:
+    """``snapshot_download`` patterns for ``backend``: its files, its cfg pickles, our optional model config.
+
+    The released TensorRT engines are TensorRT 8.6 plans that no TensorRT 10/11 runtime can deserialise, so they
+    are fetched only when asked for (``prebuilt_engines``, decided by the caller from the installed version).
+    """
+    files = required_files(backend)
+    patterns = [*_CFG_FILES[backend], *files]
+    if any(f.endswith(".pth") for f in files):
+        patterns.append(MODEL_CONFIG_FILE)  # absent from the release; harmless there, used by test checkpoints
+    if backend == "tensorrt" and prebuilt_engines:
+        patterns += [spec.prebuilt_engine for spec in NETWORKS.values() if spec.prebuilt_engine]
+        patterns.append(PLUGIN_LIBRARY)
+    return sorted(set(patterns))
+
+
+def missing_files(root: Path, backend: str) -> list[str]:
+    """Required files of ``backend`` that ``root`` lacks (an empty list means the root is complete)."""
+    return [f for f in required_files(backend) if not (root / f).is_file()]
+
+
+def find_cached_checkpoints() -> Path | None:
+    """The cached snapshot of the Hub repository at the configured revision, without any network access."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    revision = os.environ.get(REVISION_ENV) or HUB_REVISION
+    try:
+        return Path(snapshot_download(HUB_REPO_ID, revision=revision, local_files_only=True))
+    except (LocalEntryNotFoundError, OSError, ValueError):
+        return None
+
+
+def _fix_sentence(backend: str) -> str:
+    return (
+        f"run `python -m ditto_demo download --backend {backend}` on a machine with internet access "
+        f"(the files go to the Hugging Face cache), or set {CHECKPOINTS_ENV}=/path/to/checkpoints "
+        "to a folder with the Hub layout"
+    )
+
+
+def resolve_checkpoints(
+    backend: str,
+    *,
+    local: str | os.PathLike[str] | None = None,
+    prebuilt_engines: bool = False,
+    progress: bool = True,
+    token: str | None = None,
+) -> Path:
+    """A checkpoint root holding what ``backend`` needs, downloading what is missing when allowed.
+
+    A local folder (``DITTO_CHECKPOINTS`` or ``local``) is used as it is: it must exist, but it may be partial
+    (a caller that needs a missing file gets a :class:`CheckpointError` naming it when it loads that network).
+    """
+    chosen = os.environ.get(CHECKPOINTS_ENV) or (os.fspath(local) if local is not None else None)
+    if chosen:
+        root = Path(chosen).expanduser()
+        if not root.is_dir():
+            raise CheckpointsUnavailableError(
+                f"The checkpoint folder {root} does not exist; fix {CHECKPOINTS_ENV} (or --checkpoints) "
+                "or unset it to download from the Hub."
+            )
+        log.info("using local checkpoints at %s", root)
+        return root
+    return _download(backend, prebuilt_engines=prebuilt_engines, progress=progress, token=token)
+
+
+def _download(backend: str, *, prebuilt_engines: bool, progress: bool, token: str | None) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
+
+    revision = os.environ.get(REVISION_ENV) or HUB_REVISION
+    patterns = allow_patterns(backend, prebuilt_engines=prebuilt_engines)
+    log.info("resolving %s@%s for the %s backend (%d patterns)", HUB_REPO_ID, revision, backend, len(patterns))
+    (enable_progress_bars if progress else disable_progress_bars)()
+    try:
+        root = Path(
+            snapshot_download(HUB_REPO_ID, revision=revision, allow_patterns=patterns, token=token)
+        )
+    except LocalEntryNotFoundError as exc:
+        raise CheckpointsUnavailableError(
+            f"The Ditto checkpoints for the {backend} backend are not in the local Hugging Face cache and the Hub "
+            f"cannot be reached (offline or no network); {_fix_sentence(backend)}."
+        ) from exc
+    except HfHubHTTPError as exc:
+        status = getattr(exc.response, "status_code", None)
+        reason = "access was refused (log in with `hf auth login` or set HF_TOKEN)" if status in (401, 403) else exc
+        raise CheckpointsUnavailableError(
+            f"Downloading the Ditto checkpoints failed: {reason}; {_fix_sentence(backend)}."
+        ) from exc
+    except OSError as exc:  # disk full, permissions on the cache folder
+        raise CheckpointsUnavailableError(
+            f"Could not write the Ditto checkpoints to the Hugging Face cache ({exc}); free disk space or set "
+            "HF_HOME to a writable folder."
+        ) from exc
+    missing = missing_files(root, backend)
+    if missing:
+        raise CheckpointsUnavailableError(
+            f"The cached Ditto checkpoints at {root} lack {_few(missing)} for the {backend} backend "
+            f"(an interrupted download?); {_fix_sentence(backend)}."
+        )
+    log.info("checkpoints ready at %s", root)
+    return root
+
+
+def _few(items: Iterable[str], limit: int = 3) -> str:
+    items = list(items)
+    shown = ", ".join(items[:limit])
+    return f"{shown} and {len(items) - limit} more" if len(items) > limit else shown
