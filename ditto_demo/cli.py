@@ -106,7 +106,9 @@ def _build_parser() -> argparse.ArgumentParser:
     from ditto_demo.engine import BACKENDS, CORE_NETWORKS
 
     parser = _Parser(prog="python -m ditto_demo", description="Ditto talking-head synthesis tools.")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="log progress (-v) or debug details (-vv) to stderr"
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     doctor = sub.add_parser("doctor", help="print the host, the usable backends and the checkpoint files found")
@@ -138,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=(logging.WARNING, logging.INFO, logging.DEBUG)[min(args.verbose, 2)],
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

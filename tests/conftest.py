@@ -15,6 +15,8 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ.pop("DITTO_CHECKPOINTS", None)
 os.environ.pop("DITTO_HUB_REVISION", None)
+# numpy's BLAS threads fight torch's for the two CPU cores of a CI machine (the kit's SVDs ran 6x slower).
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 

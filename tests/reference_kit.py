@@ -35,10 +35,16 @@ def kit() -> ModuleType:
     return module
 
 
+@cache
+def _seed0_arrays(file_name: str) -> dict[str, np.ndarray]:
+    """Generated once per test session: the decoder's spectral-norm SVDs alone take seconds."""
+    tensors = kit().inventory()[file_name]["tensors"]
+    return kit().make_state_dict(tensors, seed=0)
+
+
 def seed0_state_dict(network: str) -> dict[str, torch.Tensor]:
-    """The seed-0 weights of ``network`` as a flat state dict (no container key)."""
-    tensors = kit().inventory()[CHECKPOINT_FILES[network]]["tensors"]
-    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in kit().make_state_dict(tensors, seed=0).items()}
+    """The seed-0 weights of ``network`` as a flat state dict (no container key); fresh tensors every call."""
+    return {k: torch.from_numpy(v.copy()) for k, v in _seed0_arrays(CHECKPOINT_FILES[network]).items()}
 
 
 def seed0_inputs(network: str) -> dict[str, np.ndarray]:
@@ -52,6 +58,14 @@ def relative_error(outputs: dict[str, np.ndarray], network: str) -> float:
 
 
 def write_seed0_checkpoints(root: Path) -> Path:
-    """A checkpoint root in the Hub layout holding only ``ditto_pytorch/models/*.pth`` (seed-0 weights)."""
-    kit().write_checkpoints(root, seed=0)
+    """A checkpoint root in the Hub layout holding only ``ditto_pytorch/models/*.pth`` (seed-0 weights).
+
+    Same files as the kit's ``write_checkpoints`` (released container keys), from the session's cached weights.
+    """
+    models = root / "ditto_pytorch" / "models"
+    models.mkdir(parents=True, exist_ok=True)
+    for network, file_name in CHECKPOINT_FILES.items():
+        state = seed0_state_dict(network)
+        container = kit().inventory()[file_name]["container_key"]
+        torch.save({container: state} if container else state, models / file_name)
     return root

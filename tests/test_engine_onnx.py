@@ -9,13 +9,13 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from reference_kit import relative_error, seed0_inputs
 
 from ditto_demo.engine import CORE_NETWORKS, get_spec, load_network
 from ditto_demo.engine.backends.onnx_backend import fix_gridsample_opset
 from ditto_demo.engine.export import export_network
 from ditto_demo.errors import CheckpointError
 from ditto_demo.testing.standins import STANDIN_FILES, write_standin_aux_models
-from reference_kit import relative_error, seed0_inputs
 
 
 def _worst(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> float:

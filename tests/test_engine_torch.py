@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from reference_kit import relative_error, seed0_inputs
 
 from ditto_demo.engine import CORE_NETWORKS, get_spec, load_network
 from ditto_demo.errors import CheckpointError
-from reference_kit import relative_error, seed0_inputs
 
 
 @pytest.mark.parametrize("name", CORE_NETWORKS)
@@ -60,7 +60,7 @@ def test_truncated_checkpoint_is_a_named_error(seed0_root: Path, tmp_path: Path)
     root = _copy_root(seed0_root, tmp_path)
     path = root / "ditto_pytorch/models/stitch_network.pth"
     path.write_bytes(path.read_bytes()[:500])
-    with pytest.raises(CheckpointError, match="stitch_network.pth.*python -m ditto_demo download"):
+    with pytest.raises(CheckpointError, match=r"stitch_network\.pth.*python -m ditto_demo download"):
         load_network("stitch_network", root, backend="torch")
 
 
@@ -85,7 +85,7 @@ def test_code_in_a_checkpoint_is_refused(seed0_root: Path, tmp_path: Path) -> No
     marker = tmp_path / "pwned"
 
     class Evil:
-        def __reduce__(self):  # noqa: ANN204 - pickle protocol
+        def __reduce__(self):
             return (Path.touch, (marker,))
 
     torch.save({"retarget_shoulder": Evil()}, root / "ditto_pytorch/models/stitch_network.pth")
@@ -97,7 +97,7 @@ def test_code_in_a_checkpoint_is_refused(seed0_root: Path, tmp_path: Path) -> No
 def test_missing_file_and_missing_root(seed0_root: Path, tmp_path: Path) -> None:
     root = _copy_root(seed0_root, tmp_path)
     (root / "ditto_pytorch/models/lmdm_v0.4_hubert.pth").unlink()
-    with pytest.raises(CheckpointError, match="Missing checkpoint file .*lmdm_v0.4_hubert.pth"):
+    with pytest.raises(CheckpointError, match=r"Missing checkpoint file .*lmdm_v0\.4_hubert\.pth"):
         load_network("lmdm", root, backend="torch")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_network("lmdm", tmp_path / "nowhere")

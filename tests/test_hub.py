@@ -99,7 +99,7 @@ def test_partial_cache_names_the_missing_files(clean_cache: Path, seed0_root: Pa
     files = _torch_files(seed0_root, tmp_path)
     del files["ditto_pytorch/models/decoder.pth"]
     _add_to_cache(clean_cache, files)
-    with pytest.raises(CheckpointsUnavailableError, match="lack ditto_pytorch/models/decoder.pth"):
+    with pytest.raises(CheckpointsUnavailableError, match=r"lack ditto_pytorch/models/decoder\.pth"):
         resolve_checkpoints("torch", progress=False)
 
 

@@ -13,16 +13,23 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from ditto_demo.engine.specs import Binding, NetworkSpec
+from ditto_demo.engine.specs import NetworkSpec
 
-__all__ = ["Network", "check_inputs"]
+__all__ = ["Dim", "Network", "check_inputs"]
 
 
-def check_inputs(spec: NetworkSpec, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Validate names and shapes against the spec and cast to the binding dtypes (a float64 array is fine).
+#: One dimension of an accepted input shape: a size, a named dynamic range of the spec, or ``None`` (any).
+Dim = int | str | None
 
-    A wrong name or shape is a programming error in the caller, so it raises ``ValueError`` with the expected
-    contract spelled out rather than letting a backend fail with its own, less readable message.
+
+def check_inputs(
+    spec: NetworkSpec, inputs: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[Dim, ...]] | None = None
+) -> dict[str, np.ndarray]:
+    """Validate names and shapes and cast to the binding dtypes (a float64 array is fine).
+
+    ``shapes`` are the shapes the loaded network accepts (default: the released ones of the spec). A wrong name
+    or shape is a programming error in the caller, so it raises ``ValueError`` with the expected contract spelled
+    out rather than letting a backend fail with its own, less readable message.
     """
     names = set(inputs)
     expected = set(spec.input_names)
@@ -34,21 +41,23 @@ def check_inputs(spec: NetworkSpec, inputs: Mapping[str, np.ndarray]) -> dict[st
     feeds: dict[str, np.ndarray] = {}
     for binding in spec.inputs:
         array = np.ascontiguousarray(inputs[binding.name], dtype=binding.dtype)
-        _check_shape(spec, binding, tuple(array.shape))
+        want = shapes[binding.name] if shapes is not None else binding.shape
+        _check_shape(spec, binding.name, want, tuple(array.shape))
         feeds[binding.name] = array
     return feeds
 
 
-def _check_shape(spec: NetworkSpec, binding: Binding, shape: tuple[int, ...]) -> None:
-    ok = len(shape) == len(binding.shape)
-    for dim, want in zip(shape, binding.shape, strict=False):
-        if isinstance(want, str):
-            low, _, high = spec.dynamic.get(want, (1, 0, 2**31 - 1))
+def _check_shape(spec: NetworkSpec, name: str, want: tuple[Dim, ...], shape: tuple[int, ...]) -> None:
+    ok = len(shape) == len(want)
+    for dim, expected in zip(shape, want, strict=False):
+        if isinstance(expected, str):
+            low, _, high = spec.dynamic.get(expected, (1, 0, 2**31 - 1))
             ok = ok and low <= dim <= high
-        else:
-            ok = ok and dim == want
+        elif expected is not None:
+            ok = ok and dim == expected
     if not ok:
-        raise ValueError(f"{spec.name}: input {binding.name!r} must have shape {binding.shape}, got {shape}")
+        shown = tuple("*" if d is None else d for d in want)
+        raise ValueError(f"{spec.name}: input {name!r} must have shape {shown}, got {shape}")
 
 
 class Network(ABC):
@@ -57,9 +66,13 @@ class Network(ABC):
     #: ``"torch"``, ``"onnx"`` or ``"tensorrt"`` (for logs and reports; callers must not branch on it).
     backend: str = ""
 
-    def __init__(self, spec: NetworkSpec, device: str) -> None:
+    def __init__(
+        self, spec: NetworkSpec, device: str, input_shapes: Mapping[str, tuple[Dim, ...]] | None = None
+    ) -> None:
         self.spec = spec
         self.device = device
+        #: Shapes this loaded network accepts; differ from the released ones for tiny test networks.
+        self.input_shapes: dict[str, tuple[Dim, ...]] = dict(input_shapes or {b.name: b.shape for b in spec.inputs})
 
     @property
     def name(self) -> str:
@@ -75,7 +88,7 @@ class Network(ABC):
 
     def __call__(self, **inputs: np.ndarray) -> dict[str, np.ndarray]:
         """Run once on host arrays keyed by input binding names; returns fresh host arrays."""
-        return self._run(check_inputs(self.spec, inputs))
+        return self._run(check_inputs(self.spec, inputs, self.input_shapes))
 
     @abstractmethod
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ditto_demo.engine.backends.base import Network
-from ditto_demo.engine.specs import NetworkSpec, OnnxSource
+from ditto_demo.engine.backends.base import Dim, Network
+from ditto_demo.engine.specs import Binding, NetworkSpec, OnnxSource
 from ditto_demo.errors import BackendUnavailableError, CheckpointError
 
 __all__ = ["OnnxNetwork", "fix_gridsample_opset", "onnx_providers"]
@@ -50,6 +50,13 @@ def _all_nodes(graph: onnx.GraphProto):
             elif attr.type == onnx.AttributeProto.GRAPHS:
                 for sub in attr.graphs:
                     yield from _all_nodes(sub)
+
+
+def _accepted_shape(declared: list[int | str | None], binding: Binding) -> tuple[Dim, ...]:
+    """The file's fixed sizes; where the file is symbolic, the spec's named range for that axis (or any size)."""
+    if len(declared) != len(binding.shape):
+        return tuple(d if isinstance(d, int) else None for d in declared)
+    return tuple(d if isinstance(d, int) else want for d, want in zip(declared, binding.shape, strict=True))
 
 
 def onnx_providers(device: str) -> list[str]:
@@ -100,6 +107,8 @@ class OnnxNetwork(Network):
                 f"{path} does not have the tensors {absent} that {spec.name} needs "
                 f"(it has inputs {file_inputs} and outputs {file_outputs})."
             )
+        declared = {i.name: i.shape for i in self.session.get_inputs()}
+        self.input_shapes = {b.name: _accepted_shape(declared[self._feed_names[b.name]], b) for b in spec.inputs}
         log.debug("onnx %s: %s on %s", spec.name, path, self.session.get_providers())
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
