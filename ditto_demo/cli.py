@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ditto_demo.errors import DittoError
+from ditto_demo.errors import DittoError, InputError
 
 __all__ = ["main"]
 
@@ -102,6 +102,16 @@ def _export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def _make_test_checkpoints(args: argparse.Namespace) -> int:
+    from ditto_demo.testing.checkpoints import write_test_checkpoints
+
+    root = Path(args.dir)
+    if root.exists() and not root.is_dir():
+        raise InputError(f"{root} exists and is not a folder; choose another path.")
+    print(write_test_checkpoints(root, args.size, args.seed))
+    return 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     from ditto_demo.engine import BACKENDS, CORE_NETWORKS
 
@@ -132,6 +142,15 @@ def _build_parser() -> argparse.ArgumentParser:
         help="write the warp network's 5-D sampling as tiled 2-D GridSample (for TensorRT without a plugin)",
     )
     export.set_defaults(func=_export_onnx)
+
+    test_ckpt = sub.add_parser(
+        "make-test-checkpoints",
+        help="write random-weight checkpoints in the Hub layout (test data: they produce no real face)",
+    )
+    test_ckpt.add_argument("dir", help="folder to write (created if needed)")
+    test_ckpt.add_argument("--size", choices=("tiny", "full"), default="tiny", help="tiny widths or released sizes")
+    test_ckpt.add_argument("--seed", type=int, default=0)
+    test_ckpt.set_defaults(func=_make_test_checkpoints)
     return parser
 
 

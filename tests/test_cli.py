@@ -82,3 +82,18 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path: Path) -> None:
     assert offline.returncode == 2
     assert "python -m ditto_demo download --backend onnx" in offline.stderr
     assert offline.stderr.strip().count("\n") == 0
+
+
+def test_make_test_checkpoints(tmp_path: Path) -> None:
+    result = _run("make-test-checkpoints", str(tmp_path / "tiny"), "--size", "tiny", "--seed", "5")
+    assert result.returncode == 0, result.stderr
+    root = Path(result.stdout.strip())
+    assert (root / "ditto_pytorch/models/model_config.json").is_file()
+    assert (root / "ditto_onnx/warp_network_ori.onnx").is_file()
+    assert "produce no real face" in (root / "README.md").read_text()
+    doctor = _run("doctor", "--checkpoints", str(root))
+    assert "onnx        complete" in doctor.stdout
+    (tmp_path / "file").write_text("x")
+    clash = _run("make-test-checkpoints", str(tmp_path / "file"))
+    assert clash.returncode == 2
+    assert "is not a folder" in clash.stderr

@@ -8,6 +8,7 @@ backend, with the released hyper-parameters.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import logging
 from collections.abc import Mapping
@@ -20,7 +21,7 @@ from torch import nn
 from ditto_demo.engine.specs import MODEL_CONFIG_FILE, NetworkSpec
 from ditto_demo.errors import CheckpointError
 
-__all__ = ["build_module", "load_state_dict", "model_kwargs", "repair_hint"]
+__all__ = ["build_module", "configured_input_shapes", "instantiate", "load_state_dict", "model_kwargs", "repair_hint"]
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,40 @@ def instantiate(spec: NetworkSpec, kwargs: Mapping[str, Any] | None = None) -> n
     if spec.module is None:
         raise ValueError(f"{spec.name} has no PyTorch implementation")
     return _module_class(spec)(**dict(kwargs or {}))
+
+
+def configured_input_shapes(spec: NetworkSpec, kwargs: Mapping[str, Any]) -> dict[str, tuple[int | str, ...]]:
+    """Input shapes of ``spec``'s module built with ``kwargs`` (the released shapes for the released settings).
+
+    Only channel-like sizes follow the hyper-parameters; spatial sizes stay those of the released bindings.
+    Defaults come from the module's own signature, so they are never restated here.
+    """
+    shapes: dict[str, tuple[int | str, ...]] = {b.name: b.shape for b in spec.inputs}
+    if spec.module is None:
+        return shapes
+    signature = inspect.signature(_module_class(spec).__init__)
+    params = {k: p.default for k, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
+    params.update(kwargs)
+    if spec.name == "warp_network":
+        keypoints = (1, params["num_kp"], 3)
+        shapes.update(
+            feature_3d=(1, params["reshape_channel"], params["reshape_depth"], 64, 64),
+            kp_source=keypoints,
+            kp_driving=keypoints,
+        )
+    elif spec.name == "decoder":
+        width = min(params["max_features"], params["block_expansion"] * 2 ** params["num_down_blocks"])
+        shapes["feature"] = (1, width, 64, 64)
+    elif spec.name == "stitch_network":
+        keypoints = (1, params["input_size"] // 6, 3)  # x_s and x_d, flattened (num_kp * 3 each)
+        shapes.update(kp_source=keypoints, kp_driving=keypoints)
+    elif spec.name == "lmdm":
+        shapes.update(
+            x=(1, params["seq_len"], params["motion_dim"]),
+            cond_frame=(1, params["motion_dim"]),
+            cond=(1, params["seq_len"], params["cond_dim"]),
+        )
+    return shapes
 
 
 def build_module(spec: NetworkSpec, root: Path) -> nn.Module:

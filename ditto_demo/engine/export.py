@@ -11,12 +11,13 @@ import logging
 import os
 import tempfile
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ditto_demo.engine.checkpoints import build_module
+from ditto_demo.engine.checkpoints import build_module, configured_input_shapes, model_kwargs
 from ditto_demo.engine.specs import NetworkSpec, get_spec
 
 __all__ = ["EXPORT_OPSET", "example_inputs", "export_module", "export_network"]
@@ -27,10 +28,11 @@ log = logging.getLogger(__name__)
 EXPORT_OPSET = 20
 
 
-def example_inputs(spec: NetworkSpec, module: nn.Module | None = None) -> tuple[torch.Tensor, ...]:
-    """Inputs of the binding shapes for tracing. Values are plausible, so traced constants stay meaningful."""
+def example_inputs(
+    spec: NetworkSpec, shapes: Mapping[str, tuple[int | str, ...]] | None = None
+) -> tuple[torch.Tensor, ...]:
+    """Inputs for tracing, of the given shapes (default: the released binding shapes)."""
     generator = torch.Generator().manual_seed(0)
-    shapes = getattr(module, "binding_shapes", None)
     tensors = []
     for binding in spec.inputs:
         shape = tuple(shapes[binding.name]) if shapes and binding.name in shapes else binding.shape
@@ -61,7 +63,7 @@ def export_module(
         module.plugin_free = plugin_free
     elif plugin_free:
         raise ValueError(f"{spec.name} has no volumetric sampling; plugin_free applies to warp_network only")
-    args = inputs if inputs is not None else example_inputs(spec, module)
+    args = inputs if inputs is not None else example_inputs(spec)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -91,4 +93,5 @@ def export_network(name: str, root: Path, path: Path, *, plugin_free: bool = Fal
     spec = get_spec(name)
     if spec.module is None:
         raise ValueError(f"{name} is an auxiliary model that exists only as ONNX; there is nothing to export")
-    return export_module(build_module(spec, root), spec, path, plugin_free=plugin_free)
+    inputs = example_inputs(spec, configured_input_shapes(spec, model_kwargs(root, name)))
+    return export_module(build_module(spec, root), spec, path, inputs=inputs, plugin_free=plugin_free)

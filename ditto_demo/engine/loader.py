@@ -80,10 +80,10 @@ def choose_backend(spec: NetworkSpec, root: Path, backend: str = "auto", device:
 
 def _load_torch(spec: NetworkSpec, root: Path, device: str) -> Network:
     from ditto_demo.engine.backends.torch_backend import TorchNetwork
-    from ditto_demo.engine.checkpoints import build_module, model_kwargs
+    from ditto_demo.engine.checkpoints import build_module, configured_input_shapes, model_kwargs
 
-    released = not model_kwargs(root, spec.name)
-    return TorchNetwork(spec, build_module(spec, root), device, released_shapes=released)
+    shapes = configured_input_shapes(spec, model_kwargs(root, spec.name))
+    return TorchNetwork(spec, build_module(spec, root), device, shapes)
 
 
 def _onnx_file(spec: NetworkSpec, root: Path) -> tuple[Path, OnnxSource]:

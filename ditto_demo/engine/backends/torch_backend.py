@@ -21,11 +21,10 @@ __all__ = ["TorchNetwork"]
 class TorchNetwork(Network):
     backend = "torch"
 
-    def __init__(self, spec: NetworkSpec, module: nn.Module, device: str, *, released_shapes: bool = True) -> None:
-        # A module built with non-released hyper-parameters (a tiny test network) has its own channel counts:
-        # only the ranks of the inputs are checked then.
-        shapes = None if released_shapes else {b.name: (None,) * len(b.shape) for b in spec.inputs}
-        super().__init__(spec, device, shapes)
+    def __init__(
+        self, spec: NetworkSpec, module: nn.Module, device: str, input_shapes: dict[str, tuple] | None = None
+    ) -> None:
+        super().__init__(spec, device, input_shapes)
         self.module = module.eval().to(self.torch_device)
         self._autocast = self.torch_device.type == "cuda" and spec.precision == "fp16"
 

@@ -1,0 +1,141 @@
+"""Test checkpoints: a complete root in the Hub layout with random weights, made offline.
+
+``write_test_checkpoints(root, size="tiny")`` writes the six ``.pth`` files in the released containers, a
+``model_config.json`` with the tiny hyper-parameters (absent for ``size="full"``, whose networks have the released
+sizes), stand-in auxiliary ONNX models (:mod:`ditto_demo.testing.standins`) and cfg pickles shaped like the
+released ones. Everything runs on a CPU in seconds at ``tiny``; the output is noise, not a face.
+
+Tiny networks keep every size that other stages depend on (21 keypoints, 66 pose bins, the 265-d motion and
+1103-d condition layouts, 80-frame windows, 256 px input and 512 px output) and shrink only internal widths.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from ditto_demo.engine.checkpoints import instantiate
+from ditto_demo.engine.export import export_network
+from ditto_demo.engine.specs import CORE_NETWORKS, MODEL_CONFIG_FILE, get_spec
+from ditto_demo.testing.standins import write_standin_aux_models
+
+__all__ = ["TINY_MODEL_CONFIG", "write_cfg_pickles", "write_test_checkpoints"]
+
+#: Constructor arguments of the tiny test networks (written to ``model_config.json``).
+TINY_MODEL_CONFIG: dict[str, dict[str, Any]] = {
+    "appearance_extractor": {
+        "block_expansion": 4, "max_features": 8, "reshape_channel": 2, "reshape_depth": 4, "num_resblocks": 1,
+    },
+    "motion_extractor": {"depths": [1, 1, 1, 1], "dims": [8, 8, 16, 16]},
+    "warp_network": {
+        "block_expansion": 4, "max_features": 8, "reshape_channel": 2, "reshape_depth": 4,
+        "dense_block_expansion": 4, "dense_max_features": 16, "dense_num_blocks": 2, "compress": 2,
+    },
+    "decoder": {"max_features": 16, "block_expansion": 4, "out_channels": 4, "spade_hidden": 8},
+    "stitch_network": {"hidden_sizes": [8, 8]},
+    "lmdm": {"latent_dim": 32, "ff_size": 64, "num_layers": 1, "num_encoder_layers": 1, "num_heads": 2},
+}
+
+_EYE_KEYPOINTS = (11, 13, 15, 16, 18)
+
+
+def _blink_template(rng: np.random.Generator) -> np.ndarray:
+    """A (15, 63) expression delta: row 0 open (zeros), the eye keypoints' y closing and reopening."""
+    template = np.zeros((15, 63), np.float32)
+    closure = np.sin(np.linspace(0, np.pi, 15)) * 0.01
+    for kp in _EYE_KEYPOINTS:
+        template[:, 3 * kp + 1] = closure * (1 + 0.1 * rng.standard_normal())
+    return template
+
+
+def _with_spectral_vectors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Set each spectral-norm (u, v) pair to the leading singular vectors of its weight, as a trained file has
+    them: with random vectors sigma = u^T W v can be near zero and blow the normalised weight up."""
+    for key in [k for k in state if k.endswith(".weight_u")]:
+        base = key.removesuffix("_u")
+        weight = state[base + "_orig"].reshape(state[base + "_orig"].shape[0], -1).double()
+        u, _, vh = torch.linalg.svd(weight, full_matrices=False)
+        state[base + "_u"], state[base + "_v"] = u[:, 0].float(), vh[0].float()
+    return state
+
+
+def write_cfg_pickles(root: Path, seed: int = 0) -> list[Path]:
+    """The three ``ditto_cfg/*.pkl`` files, with the released structure (base_cfg / audio2motion_cfg /
+    default_kwargs) and the stock values of ditto_spec.md §1.4 where they are known."""
+    rng = np.random.default_rng(seed)
+    base_cfg = {
+        f"{name}_cfg": {"model_path": Path(get_spec(name).checkpoint or "").name, "device": "cuda"}
+        for name in CORE_NETWORKS
+        if name != "lmdm"
+    }
+    audio2motion = {
+        "model_path": "models/lmdm_v0.4_hubert.pth", "device": "cuda", "motion_feat_dim": 265,
+        "audio_feat_dim": 1103, "seq_frames": 80, "use_emo": True, "use_sc": True, "use_eye_open": True,
+        "use_eye_ball": True, "w2f_type": "hubert",
+    }
+    offline = {
+        "online_mode": False, "max_size": 1920, "template_n_frames": -1, "crop_scale": 2.3, "crop_vx_ratio": 0.0,
+        "crop_vy_ratio": -0.125, "crop_flag_do_rot": True, "smo_k_s": 13, "emo": 4, "eye_f0_mode": False,
+        "ch_info": None, "overlap_v2": 10, "fix_kp_cond": 0, "fix_kp_cond_dim": None, "sampling_timesteps": 50,
+        "v_min_max_for_clip": None, "smo_k_d": 3, "N_d": -1, "use_d_keys": None, "relative_d": True,
+        "drive_eye": None, "delta_eye_arr": _blink_template(rng), "delta_eye_open_n": 0, "fade_type": "",
+        "fade_out_keys": ("exp",), "flag_stitching": True, "overall_ctrl_info": {"delta_pitch": 2},
+    }
+    online = {**offline, "online_mode": True, "overlap_v2": 70, "fix_kp_cond": 1, "fix_kp_cond_dim": [0, 202],
+              "sampling_timesteps": 10, "fade_type": "d0", "fade_out_keys": ["exp"]}
+    written = []
+    for name, kwargs in (
+        ("v0.4_hubert_cfg_pytorch.pkl", offline),
+        ("v0.4_hubert_cfg_trt.pkl", offline),
+        ("v0.4_hubert_cfg_trt_online.pkl", online),
+    ):
+        path = root / "ditto_cfg" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cfg = {"base_cfg": base_cfg, "audio2motion_cfg": audio2motion, "default_kwargs": kwargs}
+        path.write_bytes(pickle.dumps(cfg, protocol=4))
+        written.append(path)
+    return written
+
+
+def write_test_checkpoints(
+    root: Path, size: Literal["tiny", "full"] = "tiny", seed: int = 0, *, export_onnx: bool | None = None
+) -> Path:
+    """Write a complete checkpoint root with random weights under ``root``; returns ``root``.
+
+    ``export_onnx`` (default: only for ``tiny``) also writes our ONNX exports under the released ``ditto_onnx``
+    names, so the ONNX Runtime backend finds a released-style set; full-size exports are large and slow, and the
+    ONNX backend exports on demand anyway.
+    """
+    if size not in ("tiny", "full"):
+        raise ValueError(f"size must be 'tiny' or 'full', not {size!r}")
+    root = Path(root)
+    torch.manual_seed(seed)
+    config = TINY_MODEL_CONFIG if size == "tiny" else {}
+    for name in CORE_NETWORKS:
+        spec = get_spec(name)
+        module = instantiate(spec, config.get(name))
+        target = getattr(module, spec.weights_attr) if spec.weights_attr else module
+        state = _with_spectral_vectors({k: v.detach().clone() for k, v in target.state_dict().items()})
+        path = root / str(spec.checkpoint)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({spec.container_key: state} if spec.container_key else state, path)
+    config_path = root / MODEL_CONFIG_FILE
+    if config:
+        config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    else:
+        config_path.unlink(missing_ok=True)
+    if export_onnx if export_onnx is not None else size == "tiny":
+        for name in CORE_NETWORKS:
+            export_network(name, root, root / get_spec(name).onnx[0].path)
+    write_standin_aux_models(root)
+    write_cfg_pickles(root, seed)
+    (root / "README.md").write_text(
+        f"Test checkpoints ({size}, seed {seed}) written by `python -m ditto_demo make-test-checkpoints`.\n"
+        "Random weights in the released layout and stand-in auxiliary models: they produce no real face.\n"
+    )
+    return root
