@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -30,53 +29,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from ditto_demo.engine import NETWORKS, choose_backend
-    from ditto_demo.engine.cache import engines_dir
-    from ditto_demo.engine.host import probe_host
-    from ditto_demo.hub import CHECKPOINTS_ENV, HUB_REPO_ID, find_cached_checkpoints, missing_files
+    from ditto_demo.engine.report import engine_report
 
-    host = probe_host()
-    lines = [
-        f"python        {host.python}",
-        f"torch         {host.torch_version}",
-        f"cuda          {host.gpu_name + ' (sm' + ''.join(map(str, host.compute_capability or ())) + ')' if host.cuda_available else 'not available'}",  # noqa: E501
-        f"tensorrt      {host.tensorrt_version or 'not usable: ' + str(host.tensorrt_error)}",
-        f"onnxruntime   {host.onnxruntime_version or 'not installed'} {list(host.onnx_providers)}",
-        "backends      "
-        + ", ".join(
-            name
-            for name, ok in (
-                ("torch/cpu", True),
-                ("torch/cuda", host.cuda_available),
-                ("onnx/cpu", host.onnxruntime_version is not None),
-                ("onnx/cuda", "CUDAExecutionProvider" in host.onnx_providers),
-                ("tensorrt/cuda", host.tensorrt_usable),
-            )
-            if ok
-        ),
-        f"engines cache {engines_dir()}",
-    ]
-    root = Path(args.checkpoints) if args.checkpoints else None
-    if root is None and os.environ.get(CHECKPOINTS_ENV):
-        root = Path(os.environ[CHECKPOINTS_ENV])
-    source = "local folder"
-    if root is None:
-        root, source = find_cached_checkpoints(), f"Hugging Face cache of {HUB_REPO_ID}"
-    if root is None or not root.is_dir():
-        lines.append(f"checkpoints   none found ({CHECKPOINTS_ENV} unset, nothing cached); run `download`")
-    else:
-        lines.append(f"checkpoints   {root} ({source})")
-        for backend in ("torch", "onnx", "tensorrt"):
-            missing = missing_files(root, backend)
-            state = "complete" if not missing else f"missing {len(missing)}: {', '.join(missing[:4])}"
-            lines.append(f"  {backend:<9}   {state}")
-        for name, spec in NETWORKS.items():
-            try:
-                choice = choose_backend(spec, root)
-                lines.append(f"  {name:<21} auto -> {choice.backend}/{choice.device} ({choice.reason})")
-            except DittoError as exc:
-                lines.append(f"  {name:<21} unavailable: {exc}")
-    print("\n".join(lines))
+    print(engine_report(Path(args.checkpoints) if args.checkpoints else None))
     return 0
 
 

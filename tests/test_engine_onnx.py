@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import shutil
+import warnings
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 from reference_kit import relative_error, seed0_inputs
 
 from ditto_demo.engine import CORE_NETWORKS, get_spec, load_network
 from ditto_demo.engine.backends.onnx_backend import fix_gridsample_opset
-from ditto_demo.engine.export import export_network
+from ditto_demo.engine.checkpoints import build_module
+from ditto_demo.engine.export import example_inputs, export_network
 from ditto_demo.errors import CheckpointError
 from ditto_demo.testing.standins import STANDIN_FILES, write_standin_aux_models
 
@@ -46,8 +49,16 @@ def test_export_round_trip(seed0_root: Path, tmp_path: Path, name: str) -> None:
 
 
 def test_released_warp_file_needs_and_gets_the_opset_fixup(seed0_root: Path, tmp_path: Path) -> None:
-    """A file shaped like the released warp_network_ori.onnx (5-D GridSample, opset 17, mode "bilinear")."""
-    exported = export_network("warp_network", seed0_root, tmp_path / "ours.onnx")
+    """A file shaped like the released warp_network_ori.onnx (5-D GridSample, opset 17, mode "bilinear").
+
+    Built with the TorchScript exporter, as the release was (PyTorch 2.4), whose other ops are valid at opset 17.
+    """
+    spec = get_spec("warp_network")
+    exported = tmp_path / "ours.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(build_module(spec, seed0_root), example_inputs(spec), str(exported), dynamo=False,
+                          opset_version=20, input_names=list(spec.input_names), output_names=["out"])
     model = onnx.load(str(exported))
     for opset in model.opset_import:
         if opset.domain in ("", "ai.onnx"):
@@ -161,3 +172,22 @@ def test_aux_file_with_wrong_tensor_names_is_refused(tmp_path: Path) -> None:
     onnx.save(model, str(tmp_path / "ditto_onnx/landmark106.onnx"))
     with pytest.raises(CheckpointError, match=r"does not have the tensors \['data'\]"):
         load_network("landmark106", tmp_path, backend="onnx")
+
+
+def test_exporter_falls_back_to_torchscript(seed0_root: Path, tmp_path: Path, monkeypatch, caplog) -> None:
+    """If the torch.export-based exporter fails on some future graph, the TorchScript one still writes the file."""
+    real_export = torch.onnx.export
+
+    def dynamo_breaks(*args, **kwargs):
+        if kwargs.get("dynamo"):
+            raise RuntimeError("simulated exporter failure")
+        return real_export(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", dynamo_breaks)
+    caplog.set_level("WARNING", logger="ditto_demo.engine.export")
+    path = export_network("stitch_network", seed0_root, tmp_path / "stitch.onnx")
+    assert "using the TorchScript exporter" in caplog.text
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    outputs = dict(zip(["out"], session.run(None, seed0_inputs("stitch_network")), strict=True))
+    assert relative_error(outputs, "stitch_network") < 1e-3
+    assert not list(tmp_path.glob(".*.tmp"))  # no temporary file left behind

@@ -69,23 +69,33 @@ def export_module(
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
-            warnings.simplefilter("ignore")  # the exporters warn about tracing details that do not apply here
-            torch.onnx.export(
-                module,
-                args,
-                str(tmp),
-                input_names=list(spec.input_names),
-                output_names=list(spec.output_names),
-                opset_version=EXPORT_OPSET,
-                dynamo=False,
-                do_constant_folding=True,
-            )
+        _export(module, args, tmp, spec)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
     log.info("exported %s to %s%s", spec.name, path, " (plugin-free)" if plugin_free else "")
     return path
+
+
+def _export(module: nn.Module, args: tuple[torch.Tensor, ...], path: Path, spec: NetworkSpec) -> None:
+    """``torch.export``-based exporter (one file, weights inside); the TorchScript one if that fails.
+
+    The TorchScript exporter is deprecated but still traces every module here; it is kept as a fallback so an
+    exporter regression in a future PyTorch degrades to a warning rather than a failed engine build.
+    """
+    common = {
+        "input_names": list(spec.input_names),
+        "output_names": list(spec.output_names),
+        "opset_version": EXPORT_OPSET,
+    }
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracing chatter about constants that are constant here
+        try:
+            torch.onnx.export(module, args, str(path), dynamo=True, external_data=False, verbose=False, **common)
+            return
+        except Exception as exc:  # the dynamo exporter raises many unrelated types on unsupported graphs
+            log.warning("torch.export ONNX export of %s failed (%s); using the TorchScript exporter", spec.name, exc)
+        torch.onnx.export(module, args, str(path), dynamo=False, do_constant_folding=True, **common)
 
 
 def export_network(name: str, root: Path, path: Path, *, plugin_free: bool = False) -> Path:

@@ -1,0 +1,75 @@
+"""A plain-text report of what the engine can do here: host, backends, checkpoint files, auto's choices.
+
+Shared by ``python -m ditto_demo doctor`` and the app's status panel, so both say the same thing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ditto_demo.engine.cache import engines_dir
+from ditto_demo.engine.host import HostInfo, probe_host
+from ditto_demo.engine.loader import choose_backend
+from ditto_demo.engine.specs import NETWORKS
+from ditto_demo.errors import DittoError
+
+__all__ = ["engine_report", "usable_backends"]
+
+
+def usable_backends(host: HostInfo) -> list[str]:
+    """``backend/device`` pairs this host can run."""
+    candidates = (
+        ("torch/cpu", True),
+        ("torch/cuda", host.cuda_available),
+        ("onnx/cpu", host.onnxruntime_version is not None),
+        ("onnx/cuda", "CUDAExecutionProvider" in host.onnx_providers),
+        ("tensorrt/cuda", host.tensorrt_usable),
+    )
+    return [name for name, ok in candidates if ok]
+
+
+def _gpu_line(host: HostInfo) -> str:
+    if not host.cuda_available:
+        return "not available"
+    major, minor = host.compute_capability or (0, 0)
+    return f"{host.gpu_name} (sm{major}{minor})"
+
+
+def engine_report(checkpoints: Path | None = None) -> str:
+    """The report for ``checkpoints`` (default: ``DITTO_CHECKPOINTS``, else the Hub cache; never downloads)."""
+    from ditto_demo.hub import CHECKPOINTS_ENV, HUB_REPO_ID, find_cached_checkpoints, missing_files
+
+    host = probe_host()
+    lines = [
+        f"python        {host.python}",
+        f"torch         {host.torch_version}",
+        f"cuda          {_gpu_line(host)}",
+        f"tensorrt      {host.tensorrt_version or 'not usable: ' + str(host.tensorrt_error)}",
+        f"onnxruntime   {host.onnxruntime_version or 'not installed'} {list(host.onnx_providers)}",
+        f"backends      {', '.join(usable_backends(host))}",
+        f"engines cache {engines_dir()}",
+    ]
+    root, source = checkpoints, "local folder"
+    if root is None and os.environ.get(CHECKPOINTS_ENV):
+        root = Path(os.environ[CHECKPOINTS_ENV])
+    if root is None:
+        root, source = find_cached_checkpoints(), f"Hugging Face cache of {HUB_REPO_ID}"
+    if root is None:
+        lines.append(f"checkpoints   none found ({CHECKPOINTS_ENV} unset, nothing cached); run `download`")
+        return "\n".join(lines)
+    if not root.is_dir():
+        lines.append(f"checkpoints   {root} is not a folder; fix {CHECKPOINTS_ENV} or --checkpoints")
+        return "\n".join(lines)
+    lines.append(f"checkpoints   {root} ({source})")
+    for backend in ("torch", "onnx", "tensorrt"):
+        missing = missing_files(root, backend)
+        state = "complete" if not missing else f"missing {len(missing)}: {', '.join(missing[:4])}"
+        lines.append(f"  {backend:<9}   {state}")
+    for name, spec in NETWORKS.items():
+        try:
+            choice = choose_backend(spec, root)
+            lines.append(f"  {name:<21} auto -> {choice.backend}/{choice.device} ({choice.reason})")
+        except DittoError as exc:
+            lines.append(f"  {name:<21} unavailable: {exc}")
+    return "\n".join(lines)
