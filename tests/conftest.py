@@ -44,3 +44,11 @@ def seed0_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _engines_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Exports and engines built by tests go to a per-session folder, never to the checkout's ``engines/``."""
     monkeypatch.setenv("DITTO_ENGINES_DIR", str(tmp_path_factory.getbasetemp() / "engines"))
+
+
+@pytest.fixture(scope="session")
+def tiny_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A complete tiny test checkpoint root (random weights, stand-in aux models, cfg pickles): CPU-fast."""
+    from ditto_demo.testing.checkpoints import write_test_checkpoints
+
+    return write_test_checkpoints(tmp_path_factory.mktemp("tiny"), "tiny", seed=0)
