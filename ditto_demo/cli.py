@@ -57,6 +57,52 @@ def _export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate(args: argparse.Namespace) -> int:
+    import threading
+
+    from tqdm import tqdm
+
+    from ditto_demo.cli_controls import controls_from_args
+    from ditto_demo.pipeline.pipeline import Pipeline
+
+    controls = controls_from_args(args)  # validate every control before loading anything
+    for label, value in (("--source", args.source), ("--audio", args.audio)):
+        if not Path(value).is_file():
+            raise InputError(f"{label} {value} does not exist or is not a file.")
+    if args.save_settings:
+        Path(args.save_settings).write_text(controls.to_json() + "\n")
+    pipeline = Pipeline(args.checkpoints, backend=args.backend, device=args.device)
+    cancel = threading.Event()
+    quiet = args.quiet or not sys.stderr.isatty()  # no bar in logs: a user error stays one line
+    with tqdm(total=100, unit="%", disable=quiet, bar_format="{desc:<24}{bar}| {n:.0f}% [{elapsed}<{remaining}]",
+              file=sys.stderr) as bar:
+
+        def progress(stage: str, fraction: float, message: str) -> None:
+            weights = {"audio": (0, 3), "face": (3, 7), "features": (10, 5), "motion": (15, 10), "render": (25, 72),
+                       "encode": (97, 3)}
+            start, span = weights.get(stage, (0, 0))
+            bar.set_description_str(message[:24])
+            bar.n = min(100.0, start + span * fraction)
+            bar.refresh()
+
+        try:
+            result = pipeline.generate(args.source, args.audio, controls, output=args.output, progress=progress,
+                                       cancel=cancel)
+        except KeyboardInterrupt:
+            cancel.set()
+            print("cancelled; no output was written", file=sys.stderr)
+            return 130
+    timing = ", ".join(f"{k} {v:.1f} ms" for k, v in result.per_frame_ms.items())
+    print(result.video)
+    print(
+        f"{result.frames} frames, {result.audio_seconds:.2f} s of audio in {result.total_seconds:.1f} s "
+        f"(RTF {result.rtf:.2f}, first frame after {result.first_frame_latency:.2f} s); seed {result.seed}; "
+        f"per frame: {timing}",
+        file=sys.stderr,
+    )
+    return 0
+
+
 def _make_test_checkpoints(args: argparse.Namespace) -> int:
     from ditto_demo.testing.checkpoints import write_test_checkpoints
 
@@ -68,7 +114,8 @@ def _make_test_checkpoints(args: argparse.Namespace) -> int:
 
 
 def _build_parser() -> argparse.ArgumentParser:
-    from ditto_demo.engine import BACKENDS, CORE_NETWORKS
+    from ditto_demo.cli_controls import add_control_flags
+    from ditto_demo.engine import BACKENDS, CORE_NETWORKS, DEVICES
 
     parser = _Parser(prog="python -m ditto_demo", description="Ditto talking-head synthesis tools.")
     parser.add_argument(
@@ -97,6 +144,20 @@ def _build_parser() -> argparse.ArgumentParser:
         help="write the warp network's 5-D sampling as tiled 2-D GridSample (for TensorRT without a plugin)",
     )
     export.set_defaults(func=_export_onnx)
+
+    generate = sub.add_parser(
+        "generate", help="render a talking-head video from a portrait (image or video) and speech"
+    )
+    generate.add_argument("--source", required=True, help="portrait: an image (jpg, png, webp, ...) or a video")
+    generate.add_argument("--audio", required=True, help="speech: any format ffmpeg reads (wav, mp3, m4a, ...)")
+    generate.add_argument("--output", required=True, help="the .mp4 to write (only written when complete)")
+    generate.add_argument("--checkpoints", help="checkpoint folder (default: DITTO_CHECKPOINTS or the Hub)")
+    generate.add_argument("--backend", choices=BACKENDS, default="auto")
+    generate.add_argument("--device", choices=DEVICES, default="auto")
+    generate.add_argument("--save-settings", metavar="FILE", help="also write the controls used as JSON")
+    generate.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_control_flags(generate)
+    generate.set_defaults(func=_generate)
 
     test_ckpt = sub.add_parser(
         "make-test-checkpoints",

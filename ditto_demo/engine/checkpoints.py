@@ -21,7 +21,15 @@ from torch import nn
 from ditto_demo.engine.specs import MODEL_CONFIG_FILE, NetworkSpec
 from ditto_demo.errors import CheckpointError
 
-__all__ = ["build_module", "configured_input_shapes", "instantiate", "load_state_dict", "model_kwargs", "repair_hint"]
+__all__ = [
+    "build_module",
+    "configured_input_shapes",
+    "instantiate",
+    "load_state_dict",
+    "model_config",
+    "model_kwargs",
+    "repair_hint",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +42,8 @@ def repair_hint(root: Path) -> str:
     )
 
 
-def model_kwargs(root: Path, network: str) -> dict[str, Any]:
-    """Constructor arguments for ``network``: those in ``model_config.json`` if the root has one, else none."""
+def model_config(root: Path) -> dict[str, Any]:
+    """The whole ``model_config.json`` of a root ({} when absent: the released hyper-parameters)."""
     path = root / MODEL_CONFIG_FILE
     if not path.is_file():
         return {}
@@ -43,7 +51,15 @@ def model_kwargs(root: Path, network: str) -> dict[str, Any]:
         config = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise CheckpointError(f"{path} is not valid JSON ({exc}); {repair_hint(root)}.") from exc
-    kwargs = config.get(network, {})
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} must be a JSON object of network names; {repair_hint(root)}.")
+    return config
+
+
+def model_kwargs(root: Path, network: str) -> dict[str, Any]:
+    """Constructor arguments for ``network``: those in ``model_config.json`` if the root has one, else none."""
+    path = root / MODEL_CONFIG_FILE
+    kwargs = model_config(root).get(network, {})
     if not isinstance(kwargs, dict):
         raise CheckpointError(f"{path}: the entry for {network!r} must be an object of constructor arguments.")
     return kwargs
@@ -84,28 +100,38 @@ def instantiate(spec: NetworkSpec, kwargs: Mapping[str, Any] | None = None) -> n
     return _module_class(spec)(**dict(kwargs or {}))
 
 
-def configured_input_shapes(spec: NetworkSpec, kwargs: Mapping[str, Any]) -> dict[str, tuple[int | str, ...]]:
-    """Input shapes of ``spec``'s module built with ``kwargs`` (the released shapes for the released settings).
+def _params(spec: NetworkSpec, config: Mapping[str, Any]) -> dict[str, Any]:
+    """Constructor arguments in effect: the module signature's defaults, updated by the root's config."""
+    signature = inspect.signature(_module_class(spec).__init__)
+    params = {k: p.default for k, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
+    params.update(config.get(spec.name, {}))
+    return params
 
-    Only channel-like sizes follow the hyper-parameters; spatial sizes stay those of the released bindings.
-    Defaults come from the module's own signature, so they are never restated here.
+
+def configured_input_shapes(spec: NetworkSpec, config: Mapping[str, Any]) -> dict[str, tuple[int | str, ...]]:
+    """Input shapes of ``spec``'s module under a root's ``model_config`` (the released shapes when it is empty).
+
+    Channel counts follow each network's hyper-parameters; the 3-D feature grid's side follows the appearance
+    extractor's downsampling (256 / 2^num_down_blocks: 64 released), since the warp network and the decoder
+    consume that grid. Defaults come from the modules' own signatures, so they are never restated here.
     """
     shapes: dict[str, tuple[int | str, ...]] = {b.name: b.shape for b in spec.inputs}
     if spec.module is None:
         return shapes
-    signature = inspect.signature(_module_class(spec).__init__)
-    params = {k: p.default for k, p in signature.parameters.items() if p.default is not inspect.Parameter.empty}
-    params.update(kwargs)
+    params = _params(spec, config)
+    from ditto_demo.engine.specs import get_spec  # local: specs imports nothing from here, keep it that way
+
+    grid = 256 // 2 ** _params(get_spec("appearance_extractor"), config)["num_down_blocks"]
     if spec.name == "warp_network":
         keypoints = (1, params["num_kp"], 3)
         shapes.update(
-            feature_3d=(1, params["reshape_channel"], params["reshape_depth"], 64, 64),
+            feature_3d=(1, params["reshape_channel"], params["reshape_depth"], grid, grid),
             kp_source=keypoints,
             kp_driving=keypoints,
         )
     elif spec.name == "decoder":
         width = min(params["max_features"], params["block_expansion"] * 2 ** params["num_down_blocks"])
-        shapes["feature"] = (1, width, 64, 64)
+        shapes["feature"] = (1, width, grid, grid)
     elif spec.name == "stitch_network":
         keypoints = (1, params["input_size"] // 6, 3)  # x_s and x_d, flattened (num_kp * 3 each)
         shapes.update(kp_source=keypoints, kp_driving=keypoints)

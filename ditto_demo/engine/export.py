@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ditto_demo.engine.checkpoints import build_module, configured_input_shapes, model_kwargs
+from ditto_demo.engine.checkpoints import build_module, configured_input_shapes, model_config
 from ditto_demo.engine.specs import NetworkSpec, get_spec
 
 __all__ = ["EXPORT_OPSET", "example_inputs", "export_module", "export_network"]
@@ -103,5 +103,5 @@ def export_network(name: str, root: Path, path: Path, *, plugin_free: bool = Fal
     spec = get_spec(name)
     if spec.module is None:
         raise ValueError(f"{name} is an auxiliary model that exists only as ONNX; there is nothing to export")
-    inputs = example_inputs(spec, configured_input_shapes(spec, model_kwargs(root, name)))
+    inputs = example_inputs(spec, configured_input_shapes(spec, model_config(root)))
     return export_module(build_module(spec, root), spec, path, inputs=inputs, plugin_free=plugin_free)

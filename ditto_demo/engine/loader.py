@@ -80,9 +80,9 @@ def choose_backend(spec: NetworkSpec, root: Path, backend: str = "auto", device:
 
 def _load_torch(spec: NetworkSpec, root: Path, device: str) -> Network:
     from ditto_demo.engine.backends.torch_backend import TorchNetwork
-    from ditto_demo.engine.checkpoints import build_module, configured_input_shapes, model_kwargs
+    from ditto_demo.engine.checkpoints import build_module, configured_input_shapes, model_config
 
-    shapes = configured_input_shapes(spec, model_kwargs(root, spec.name))
+    shapes = configured_input_shapes(spec, model_config(root))
     return TorchNetwork(spec, build_module(spec, root), device, shapes)
 
 

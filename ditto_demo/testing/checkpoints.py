@@ -6,7 +6,8 @@ sizes), stand-in auxiliary ONNX models (:mod:`ditto_demo.testing.standins`) and 
 released ones. Everything runs on a CPU in seconds at ``tiny``; the output is noise, not a face.
 
 Tiny networks keep every size that other stages depend on (21 keypoints, 66 pose bins, the 265-d motion and
-1103-d condition layouts, 80-frame windows, 256 px input and 512 px output) and shrink only internal widths.
+1103-d condition layouts, 80-frame windows, 256 px input and 512 px output) and shrink internal widths and the
+feature grid (32×32×2 instead of 64×64×16).
 """
 
 from __future__ import annotations
@@ -28,15 +29,18 @@ __all__ = ["TINY_MODEL_CONFIG", "write_cfg_pickles", "write_test_checkpoints"]
 
 #: Constructor arguments of the tiny test networks (written to ``model_config.json``).
 TINY_MODEL_CONFIG: dict[str, dict[str, Any]] = {
+    # A 32×32×2 feature grid instead of 64×64×16 (the dense-motion 7×7×7 conv dominates the cost at 64×64);
+    # the decoder upsamples ×4 in its pixel shuffle to still produce 512×512.
     "appearance_extractor": {
-        "block_expansion": 4, "max_features": 8, "reshape_channel": 2, "reshape_depth": 4, "num_resblocks": 1,
+        "block_expansion": 4, "max_features": 4, "reshape_channel": 2, "reshape_depth": 2, "num_resblocks": 1,
+        "num_down_blocks": 3,
     },
     "motion_extractor": {"depths": [1, 1, 1, 1], "dims": [8, 8, 16, 16]},
     "warp_network": {
-        "block_expansion": 4, "max_features": 8, "reshape_channel": 2, "reshape_depth": 4,
-        "dense_block_expansion": 4, "dense_max_features": 16, "dense_num_blocks": 2, "compress": 2,
+        "block_expansion": 4, "max_features": 4, "reshape_channel": 2, "reshape_depth": 2,
+        "dense_block_expansion": 4, "dense_max_features": 8, "dense_num_blocks": 2, "compress": 1,
     },
-    "decoder": {"max_features": 16, "block_expansion": 4, "out_channels": 4, "spade_hidden": 8},
+    "decoder": {"max_features": 16, "block_expansion": 4, "out_channels": 4, "spade_hidden": 8, "upscale": 4},
     "stitch_network": {"hidden_sizes": [8, 8]},
     "lmdm": {"latent_dim": 32, "ff_size": 64, "num_layers": 1, "num_encoder_layers": 1, "num_heads": 2},
 }

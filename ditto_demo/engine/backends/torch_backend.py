@@ -41,5 +41,7 @@ class TorchNetwork(Network):
         }
 
     def _run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        outputs = self.run_tensors(**{k: torch.from_numpy(v) for k, v in feeds.items()})
+        # Read-only arrays (shared, cached features) are copied: torch only wraps writable memory.
+        tensors = {k: torch.from_numpy(v if v.flags.writeable else v.copy()) for k, v in feeds.items()}
+        outputs = self.run_tensors(**tensors)
         return {k: v.cpu().numpy() for k, v in outputs.items()}

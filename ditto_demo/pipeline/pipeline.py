@@ -1,0 +1,348 @@
+"""The pipeline: portrait + speech → talking-head video (``generate``) or frames as the audio arrives (``stream``).
+
+Both paths share the registration cache, the networks and the per-frame renderer, and both run their per-frame
+work through the one :class:`~ditto_demo.pipeline.runner.Runner`:
+
+    offline:   audio → HuBERT (whole file) → LMDM clips → [stitch → warp → decode → compose] → H.264/AAC file
+    streaming: audio chunks → [HuBERT windows → LMDM clips → stitch → warp → decode → compose] → frames
+
+Everything here is backend-agnostic: networks are called through the engine's binding-name interface.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ditto_demo.errors import InputError
+from ditto_demo.hub import resolve_checkpoints
+from ditto_demo.pipeline.audio import (
+    SAMPLE_RATE,
+    HubertStream,
+    audio_frame_count,
+    hubert_features,
+    load_audio,
+    silence_features,
+)
+from ditto_demo.pipeline.conditioning import Conditioning
+from ditto_demo.pipeline.config import ReleasedDefaults, load_defaults
+from ditto_demo.pipeline.controls import Controls
+from ditto_demo.pipeline.motion import StreamingMotion, generate_motion
+from ditto_demo.pipeline.motion_space import MotionDict, unpack_motion
+from ditto_demo.pipeline.networks import Networks
+from ditto_demo.pipeline.plan import (
+    FPS,
+    Limits,
+    emotion_for,
+    motion_options,
+    registration_options,
+    stitch_options,
+)
+from ditto_demo.pipeline.registration import SourceCache
+from ditto_demo.pipeline.render import PasteBack, compose_output, decoder_output_to_image
+from ditto_demo.pipeline.runner import CancelledError, Runner, Stage
+from ditto_demo.pipeline.stitching import MotionStitcher
+from ditto_demo.pipeline.types import Source
+from ditto_demo.pipeline.writer import VideoWriter
+
+__all__ = ["Pipeline", "ProgressFn", "Result", "StreamFrame"]
+
+log = logging.getLogger(__name__)
+
+#: ``progress(stage, fraction, message)``; stages in order: audio, face, features, motion, render, encode.
+ProgressFn = Callable[[str, float, str], None]
+
+
+@dataclass(frozen=True)
+class Result:
+    """What a generation produced and how long each part took."""
+
+    video: Path
+    seed: int
+    frames: int
+    fps: int
+    audio_seconds: float
+    #: Wall time per phase (face, audio, motion, render), in seconds; render overlaps its stages.
+    timings: dict[str, float]
+    #: Time spent inside each per-frame stage, per frame, in milliseconds (stitch, warp, decode, compose).
+    per_frame_ms: dict[str, float]
+    #: From the call to the first frame handed to the encoder, in seconds.
+    first_frame_latency: float
+    total_seconds: float
+    faces_found: int
+    backends: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def rtf(self) -> float:
+        """Real-time factor: processing time / audio duration (below 1 is faster than real time)."""
+        return self.total_seconds / max(self.audio_seconds, 1e-9)
+
+
+@dataclass(frozen=True)
+class StreamFrame:
+    """One streamed frame: its index, its time in the audio, the RGB image, and when it was ready."""
+
+    index: int
+    timestamp: float
+    image: np.ndarray
+    produced_at: float
+
+
+class _Renderer:
+    """The per-frame stages shared by both paths: stitch → warp → decode → compose."""
+
+    def __init__(self, networks: Networks, source: Source, stitcher: MotionStitcher, framing: str) -> None:
+        self.networks = networks
+        self.source = source
+        self.stitcher = stitcher
+        self.framing = framing
+        self.paste = PasteBack()  # used by the compose stage's single thread only
+
+    def stitch(self, item: tuple[int, np.ndarray]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        index, row = item
+        x_s, x_d = self.stitcher(index, unpack_motion(row))
+        yield index, x_s, x_d
+
+    def warp(self, item: tuple[int, np.ndarray, np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
+        index, x_s, x_d = item
+        feature = self.source.frame(index).appearance
+        out = self.networks["warp_network"](feature_3d=feature, kp_source=x_s, kp_driving=x_d)["out"]
+        yield index, out
+
+    def decode(self, item: tuple[int, np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
+        index, feature = item
+        yield index, decoder_output_to_image(self.networks["decoder"](feature=feature)["output"])
+
+    def compose(self, item: tuple[int, np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
+        index, render = item
+        frame = self.source.frame(index)
+        pasted = None if self.framing == "crop" else self.paste(render, frame.image, frame.crop_to_image)
+        yield index, compose_output(self.framing, pasted, render, frame.image)
+
+    def stages(self) -> list[Stage]:
+        return [
+            Stage("stitch", self.stitch),
+            Stage("warp", self.warp),
+            Stage("decode", self.decode),
+            Stage("compose", self.compose),
+        ]
+
+
+class Pipeline:
+    """Loads nothing until needed; one instance serves many requests (thread-safe where it shares state).
+
+    ``checkpoints``: a checkpoint folder, or ``None`` to use ``DITTO_CHECKPOINTS`` / the Hub (see
+    :func:`ditto_demo.hub.resolve_checkpoints`). ``backend`` / ``device`` as for ``load_network``.
+    """
+
+    def __init__(
+        self,
+        checkpoints: str | Path | None = None,
+        *,
+        backend: str = "auto",
+        device: str = "auto",
+        limits: Limits | None = None,
+        source_cache_size: int = 4,
+    ) -> None:
+        hub_backend = backend if backend in ("torch", "onnx", "tensorrt") else "torch"
+        self.root = resolve_checkpoints(hub_backend, local=checkpoints)
+        self.networks = Networks(self.root, backend, device)
+        self.limits = limits or Limits()
+        self.sources = SourceCache(max_entries=source_cache_size)
+        self._defaults: dict[str, ReleasedDefaults] = {}
+        self._defaults_lock = threading.Lock()
+
+    def defaults(self, variant: str = "pytorch") -> ReleasedDefaults:
+        """The checkpoint's run-time defaults (``pytorch``: offline; ``online``: streaming)."""
+        with self._defaults_lock:
+            if variant not in self._defaults:
+                self._defaults[variant] = load_defaults(self.root, variant)
+            return self._defaults[variant]
+
+    def register(self, source: str | Path, controls: Controls | None = None) -> Source:
+        """Register a portrait (cached by file content and crop settings)."""
+        options = registration_options(controls or Controls(), self.defaults(), self.limits)
+        return self.sources.get(Path(source), self.networks, options)
+
+    # ---------------------------------------------------------------------------------------------- offline
+
+    def generate(
+        self,
+        source: str | Path,
+        audio: str | Path,
+        controls: Controls | None = None,
+        *,
+        output: str | Path | None = None,
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Result:
+        """Render ``source`` speaking ``audio`` into an mp4 (H.264 + the user's audio as AAC).
+
+        Nothing is left at ``output`` unless the whole video was written. Raises :class:`DittoError` subclasses
+        with a user-facing sentence for bad input, and :class:`CancelledError` when ``cancel`` is set.
+        """
+        controls = controls or Controls()
+        report = progress or (lambda stage, fraction, message: None)
+        cancel = cancel or threading.Event()
+        started = time.perf_counter()
+        timings: dict[str, float] = {}
+        defaults = self.defaults("pytorch")
+        target = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="ditto-")) / "result.mp4"
+        if target.suffix.lower() != ".mp4":
+            raise InputError(f"The output must be an .mp4 file (H.264 video with AAC audio); got {target.name}.")
+        if target.is_dir():
+            raise InputError(f"The output {target} is a folder; give a file name ending in .mp4.")
+
+        def checkpoint(stage: str) -> None:
+            if cancel.is_set():
+                raise CancelledError("The run was cancelled.")
+            timings[stage] = time.perf_counter() - phase_start
+
+        phase_start = time.perf_counter()
+        report("audio", 0.0, "Reading the speech")
+        samples = load_audio(Path(audio), max_seconds=self.limits.max_audio_seconds)
+        n_frames = audio_frame_count(len(samples))
+        with VideoWriter(target, fps=FPS, audio_path=Path(audio)) as writer:  # fails now if target is unwritable
+            checkpoint("audio_load")
+            phase_start = time.perf_counter()
+            report("face", 0.0, "Finding the face")
+            registered = self.register(source, controls)
+            checkpoint("face")
+
+            phase_start = time.perf_counter()
+            report("features", 0.0, "Audio features")
+            features = hubert_features(self.networks["hubert"], samples)
+            checkpoint("audio")
+
+            phase_start = time.perf_counter()
+            report("motion", 0.0, "Generating motion")
+            options = motion_options(controls, defaults)
+            conditioning = Conditioning.from_source(
+                registered, emotion_for(controls, defaults, n_frames), eye_f0_mode=defaults.eye_from_first_frame
+            )
+            motion = generate_motion(conditioning.rows(features), conditioning.source_motion,
+                                     self.networks["lmdm"], options)
+            checkpoint("motion")
+
+            phase_start = time.perf_counter()
+            stitcher = MotionStitcher(
+                registered,
+                stitch_options(controls, defaults, registered, n_frames, options.seed),
+                n_frames,
+                self.networks["stitch_network"],
+            )
+            renderer = _Renderer(self.networks, registered, stitcher, controls.framing)
+            runner = Runner(renderer.stages(), cancel=cancel)
+            first_frame = None
+            for written, (_, frame) in enumerate(runner.run(enumerate(motion))):
+                if first_frame is None:
+                    first_frame = time.perf_counter() - started
+                writer.write(frame)
+                if written % 5 == 0 or written == n_frames - 1:
+                    report("render", (written + 1) / n_frames, f"Rendering frame {written + 1} of {n_frames}")
+            timings["render"] = time.perf_counter() - phase_start
+            phase_start = time.perf_counter()
+            report("encode", 1.0, "Finishing the video")
+        timings["encode"] = time.perf_counter() - phase_start
+        total = time.perf_counter() - started
+        result = Result(
+            video=target,
+            seed=options.seed,
+            frames=n_frames,
+            fps=FPS,
+            audio_seconds=len(samples) / SAMPLE_RATE,
+            timings=timings,
+            per_frame_ms=runner.timings.per_item_ms(),
+            first_frame_latency=first_frame if first_frame is not None else total,
+            total_seconds=total,
+            faces_found=registered.faces_found,
+            backends=self.networks.loaded(),
+        )
+        log.info("wrote %s: %d frames in %.1f s (RTF %.2f, seed %d)", target, n_frames, total, result.rtf,
+                 result.seed)
+        return result
+
+    # -------------------------------------------------------------------------------------------- streaming
+
+    def stream(
+        self,
+        source: str | Path,
+        audio_chunks: Iterable[np.ndarray],
+        controls: Controls | None = None,
+        *,
+        emit_first_clip: bool = True,
+        cancel: threading.Event | None = None,
+        seed_out: list[int] | None = None,
+    ) -> Iterator[StreamFrame]:
+        """Yield frames while ``audio_chunks`` (16 kHz mono float32 arrays of any size) are still arriving.
+
+        ``emit_first_clip`` (default on) shows each motion row as soon as it is generated instead of one window
+        later (the reference's behaviour, ``False``): the first frame comes ~400 ms of audio earlier. The seed
+        used is appended to ``seed_out`` if given. Closing the generator stops every stage.
+        """
+        controls = controls or Controls()
+        cancel = cancel or threading.Event()
+        defaults = self.defaults("online")
+        registered = self.register(source, controls)
+        options = motion_options(controls, defaults)
+        if seed_out is not None:
+            seed_out.append(options.seed)
+        max_frames = int(self.limits.max_stream_seconds * FPS)
+        hubert = self.networks["hubert"]
+        conditioning = Conditioning.from_source(
+            registered, emotion_for(controls, defaults, max_frames), eye_f0_mode=defaults.eye_from_first_frame
+        )
+        features = HubertStream(hubert)
+        motion = StreamingMotion(self.networks["lmdm"], conditioning, options, partial(silence_features, hubert),
+                                 emit_first_clip=emit_first_clip)
+        stitcher = MotionStitcher(
+            registered, stitch_options(controls, defaults, registered, max_frames, options.seed), None,
+            self.networks["stitch_network"],
+        )
+        renderer = _Renderer(self.networks, registered, stitcher, controls.framing)
+        counter = _RowCounter(motion, stitcher)
+
+        stages = [
+            Stage("features", lambda chunk: features.push(_as_samples(chunk)), features.finish),
+            Stage("motion", lambda block: counter.number(motion.push(block)),
+                  lambda: counter.number(motion.finish())),
+            *renderer.stages(),
+        ]
+        runner = Runner(stages, cancel=cancel)
+        for index, image in runner.run(audio_chunks):
+            yield StreamFrame(index=index, timestamp=index / FPS, image=image, produced_at=time.perf_counter())
+
+
+class _RowCounter:
+    """Numbers streamed motion rows as output frames, and hands the stitcher its anchor before frame 0."""
+
+    def __init__(self, motion: StreamingMotion, stitcher: MotionStitcher) -> None:
+        self.motion = motion
+        self.stitcher = stitcher
+        self.next_index = 0
+
+    def number(self, rows: list[np.ndarray]) -> list[tuple[int, np.ndarray]]:
+        if rows and self.next_index == 0:
+            anchor: MotionDict = unpack_motion(self.motion.first_frame_motion)
+            self.stitcher.set_d0(anchor)
+        numbered = [(self.next_index + i, row) for i, row in enumerate(rows)]
+        self.next_index += len(rows)
+        return numbered
+
+
+def _as_samples(chunk: Any) -> np.ndarray:
+    samples = np.asarray(chunk, dtype=np.float32)
+    if samples.ndim != 1:
+        samples = samples.reshape(-1)
+    if not np.all(np.isfinite(samples)):
+        raise ValueError("audio chunk contains NaN or infinite samples")
+    return samples

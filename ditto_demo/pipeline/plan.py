@@ -1,0 +1,149 @@
+"""From what the user asked (:class:`Controls`) and what the checkpoint defaults say to each stage's options.
+
+This is the only place where controls are translated; every stage receives its own typed options and knows
+nothing about :class:`Controls`. ``None`` controls take the checkpoint's cfg defaults (:class:`ReleasedDefaults`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ditto_demo.pipeline.conditioning import emotion_mix, emotion_probabilities, emotion_table
+from ditto_demo.pipeline.config import ReleasedDefaults
+from ditto_demo.pipeline.controls import EMOTIONS, Controls
+from ditto_demo.pipeline.motion import MotionOptions
+from ditto_demo.pipeline.registration import RegistrationOptions
+from ditto_demo.pipeline.stitching import StitchOptions
+from ditto_demo.pipeline.types import Source
+
+__all__ = ["FPS", "Limits", "emotion_for", "motion_options", "registration_options", "stitch_options"]
+
+log = logging.getLogger(__name__)
+
+FPS = 25
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for; refused beyond, with the limit named (never silently trimmed)."""
+
+    #: Longest speech accepted, in seconds (``None``: no limit).
+    max_audio_seconds: float | None = 600.0
+    #: Longest / largest portrait video: each registered frame keeps ~8 MB of appearance features.
+    max_source_seconds: float | None = 30.0
+    max_source_frames: int | None = 300
+    #: Largest image, in pixels, checked from the header before decoding (decompression bombs).
+    max_pixels: int = 40_000_000
+    #: Length of per-frame control tables while streaming, when the total length is unknown.
+    max_stream_seconds: float = 3600.0
+
+
+def registration_options(controls: Controls, defaults: ReleasedDefaults, limits: Limits) -> RegistrationOptions:
+    """Crop and loading options for the portrait."""
+
+    def pick(value: Any, fallback: Any) -> Any:
+        return fallback if value is None else value
+
+    return RegistrationOptions(
+        max_size=defaults.max_size,
+        crop_scale=float(pick(controls.crop_scale, defaults.crop_scale)),
+        crop_vx_ratio=float(pick(controls.crop_x, defaults.crop_vx_ratio)),
+        crop_vy_ratio=float(pick(controls.crop_y, defaults.crop_vy_ratio)),
+        crop_rotate=bool(pick(controls.crop_rotate, defaults.crop_rotate)),
+        smooth_kernel=int(pick(controls.source_smoothing, defaults.source_smoothing)),
+        max_pixels=limits.max_pixels,
+        max_frames=limits.max_source_frames,
+        max_seconds=limits.max_source_seconds,
+    )
+
+
+def motion_options(controls: Controls, defaults: ReleasedDefaults) -> MotionOptions:
+    """Sampler and clip options, with the seed resolved (a fresh one when none was asked for)."""
+    return MotionOptions(
+        steps=int(controls.steps if controls.steps is not None else defaults.steps),
+        seed=controls.seed,
+        overlap=int(controls.overlap if controls.overlap is not None else defaults.overlap),
+        fix_kp_cond=defaults.fix_kp_cond,
+        fix_kp_cond_dim=defaults.fix_kp_cond_dim,
+        smooth_kernel=int(controls.motion_smoothing if controls.motion_smoothing is not None
+                          else defaults.motion_smoothing),
+        clip_range=defaults.clip_range,
+    ).resolved()
+
+
+def _emotion_vector(value: Any) -> np.ndarray:
+    if isinstance(value, str):
+        return emotion_probabilities(EMOTIONS.index(value))
+    return emotion_mix({EMOTIONS.index(k): v for k, v in value.items()})
+
+
+def emotion_for(controls: Controls, defaults: ReleasedDefaults, n_frames: int) -> np.ndarray:
+    """The (M, 8) emotion table: the checkpoint default, a class or mix, or a timeline over ``n_frames``."""
+    base = emotion_table(defaults.emotion) if controls.emotion is None else _emotion_vector(controls.emotion)[None]
+    if not controls.emotion_timeline:
+        return base.astype(np.float32)
+    table = np.empty((max(n_frames, 1), 8), np.float32)
+    times = np.arange(len(table)) / FPS
+    for frame, time in enumerate(times):
+        current = base[frame % len(base)]
+        for start, value in controls.emotion_timeline:
+            if start <= time:
+                current = _emotion_vector(value)
+        table[frame] = current
+    return table
+
+
+def _pose_track(base: float, column: int, keyframes: tuple[tuple[float, ...], ...], n_frames: int) -> Any:
+    """A constant offset, or per-frame values with the keyframes interpolated on top (held after the last)."""
+    if not keyframes:
+        return float(base)
+    times = np.array([k[0] for k in keyframes])
+    values = np.array([k[column] for k in keyframes])
+    frame_times = np.arange(n_frames) / FPS
+    return (base + np.interp(frame_times, times, values)).astype(np.float32)
+
+
+def stitch_options(
+    controls: Controls, defaults: ReleasedDefaults, source: Source, n_frames: int, seed: int
+) -> StitchOptions:
+    """Per-frame motion controls. ``n_frames`` is the output length (the streaming maximum when unknown)."""
+    overall = defaults.overall_ctrl
+    amplitudes = (controls.pitch_amplitude, controls.yaw_amplitude, controls.roll_amplitude)
+    driving_keys = None
+    if any(a != 1.0 for a in amplitudes):
+        if source.is_image:
+            driving_keys = {"exp": 1.0, "pitch": amplitudes[0], "yaw": amplitudes[1], "roll": amplitudes[2], "t": 1.0}
+        else:
+            log.info("pose amplitude controls have no effect on a video portrait: its own head motion is kept")
+    pitch = overall.get("delta_pitch", 0.0) if controls.pitch_offset is None else controls.pitch_offset
+    fades = controls.fade_in > 0 or controls.fade_out > 0
+    return StitchOptions(
+        relative=controls.relative_motion and defaults.relative,
+        driving_keys=driving_keys,
+        drive_eyes=controls.drive_eyes if controls.drive_eyes is not None else defaults.drive_eyes,
+        blink_template=defaults.blink_template,
+        blink_mode="off" if controls.blinks == "off" else controls.blinks,
+        blink_interval=controls.blink_every if controls.blinks == "every" else 0,
+        blink_seed=seed,
+        expression_amplitude=controls.expression_amplitude,
+        lip_amplitude=controls.lip_amplitude,
+        delta_pitch=_pose_track(pitch, 1, controls.pose_keyframes, n_frames),
+        delta_yaw=_pose_track(overall.get("delta_yaw", 0.0) + controls.yaw_offset, 2, controls.pose_keyframes,
+                              n_frames),
+        delta_roll=_pose_track(overall.get("delta_roll", 0.0) + controls.roll_offset, 3, controls.pose_keyframes,
+                               n_frames),
+        alpha_pitch=overall.get("alpha_pitch"),
+        alpha_yaw=overall.get("alpha_yaw"),
+        alpha_roll=overall.get("alpha_roll"),
+        fade_type=(defaults.fade_type or "d0") if fades else defaults.fade_type,
+        fade_in=math.floor(controls.fade_in * FPS + 0.5),
+        fade_out=math.floor(controls.fade_out * FPS + 0.5),
+        fade_keys=defaults.fade_keys,
+        gaze_lock=controls.gaze_lock,
+        use_stitching=controls.stitching and defaults.use_stitching,
+    )
