@@ -63,7 +63,7 @@ def test_tiny_networks_chain_into_a_512_frame(tiny_root: Path) -> None:
 
 def test_tiny_networks_reject_released_shapes(tiny_root: Path) -> None:
     net = load_network("decoder", tiny_root)
-    with pytest.raises(ValueError, match=r"must have shape \(1, 16, 64, 64\)"):
+    with pytest.raises(ValueError, match=r"must have shape \(1, 16, 32, 32\)"):
         net(feature=np.zeros((1, 256, 64, 64), np.float32))
 
 
