@@ -78,7 +78,7 @@ def _generate(args: argparse.Namespace) -> int:
               file=sys.stderr) as bar:
 
         def progress(stage: str, fraction: float, message: str) -> None:
-            weights = {"audio": (0, 3), "face": (3, 7), "features": (10, 5), "motion": (15, 10), "render": (25, 72),
+            weights = {"audio": (0, 3), "features": (3, 5), "face": (8, 7), "motion": (15, 10), "render": (25, 72),
                        "encode": (97, 3)}
             start, span = weights.get(stage, (0, 0))
             bar.set_description_str(message[:24])

@@ -15,7 +15,6 @@ from ditto_demo.pipeline.audio import (
     WINDOW_SAMPLES,
     HubertStream,
     audio_frame_count,
-    ffmpeg_executable,
     hubert_features,
     load_audio,
     offline_window_starts,
@@ -24,6 +23,7 @@ from ditto_demo.pipeline.audio import (
     online_window_starts,
     silence_features,
 )
+from ditto_demo.pipeline.ffmpeg import ffmpeg_executable
 
 SPEECH = Path(__file__).resolve().parents[1] / "assets" / "speech_en.wav"
 PORTRAIT = Path(__file__).resolve().parents[1] / "assets" / "portrait_illustration.png"

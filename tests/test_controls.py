@@ -76,3 +76,12 @@ def test_every_field_is_described() -> None:
         assert meta.label
         assert len(meta.help) > 20, name
     assert info["emotion"][0].choices == EMOTIONS
+
+
+def test_readme_documents_every_control() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for name, (meta, _default) in control_info().items():
+        assert f"| `{name}` / `--{name.replace('_', '-')}" in readme, f"README lacks the control {name}"
+        assert meta.help in readme, f"README's description of {name} is out of date"

@@ -96,7 +96,7 @@ def test_image_with_wav(pipeline: Pipeline, tmp_path: Path) -> None:
     assert stages[0] == "audio"
     assert stages[-1] == "encode"
     assert [s for i, s in enumerate(stages) if s not in stages[:i]] == [
-        "audio", "face", "features", "motion", "render", "encode"]
+        "audio", "features", "face", "motion", "render", "encode"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.mp4", audio.name]  # no temporary files left
 
 
@@ -230,3 +230,22 @@ def test_cli_bad_input_is_one_line_exit_2_no_output(tiny_root: Path, tmp_path: P
     assert message.lower() in lines[0].lower()
     assert not (tmp_path / "o.mp4").exists()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_stream_with_a_video_source(pipeline: Pipeline, tmp_path: Path) -> None:
+    audio = load_audio(ASSETS / "speech_en.wav")[: 12000]
+    chunks = (audio[i:i + 3200] for i in range(0, len(audio), 3200))
+    frames = list(pipeline.stream(_video_source(tmp_path, frames=6), chunks, Controls(steps=2, seed=2)))
+    assert len(frames) >= math.ceil(len(audio) / 640)  # the streaming path pads its last window
+    assert {f.image.shape for f in frames} == {(640, 512, 3)}
+    assert frames[-1].timestamp == pytest.approx((len(frames) - 1) / 25)
+
+
+def test_compare_tiles_variants_in_one_video(pipeline: Pipeline, tmp_path: Path) -> None:
+    audio = _clip(tmp_path, 0.4, ".wav")
+    variants = [("A", Controls(steps=2, seed=1)), ("B", Controls(steps=2, seed=2, framing="crop")),
+                ("C", Controls(steps=2, seed=3))]
+    result = pipeline.compare(PORTRAIT, audio, variants, output=tmp_path / "grid.mp4", columns=2)
+    # Tiles are the largest variant's size (512x640); 2 columns x 2 rows.
+    _check_video(result.video, audio, (1024, 1280))
+    assert result.seeds == (1, 2, 3)

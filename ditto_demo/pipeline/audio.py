@@ -29,7 +29,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 import subprocess
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -37,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from ditto_demo.errors import InputError
+from ditto_demo.pipeline.ffmpeg import ffmpeg_executable
 
 __all__ = [
     "BLOCK_FRAMES",
@@ -50,7 +50,6 @@ __all__ = [
     "HubertFn",
     "HubertStream",
     "audio_frame_count",
-    "ffmpeg_executable",
     "hubert_block",
     "hubert_features",
     "load_audio",
@@ -94,25 +93,6 @@ _SILENCE_PEAK = 1e-5
 # ---------------------------------------------------------------------------------------------------------------
 # Decoding
 # ---------------------------------------------------------------------------------------------------------------
-
-
-def ffmpeg_executable() -> str:
-    """Path of an ffmpeg binary: imageio-ffmpeg's (honours ``IMAGEIO_FFMPEG_EXE``), else the one on ``PATH``.
-
-    imageio-ffmpeg is preferred because it is a pinned dependency, so every install decodes with the same build.
-    """
-    try:
-        import imageio_ffmpeg
-
-        return str(imageio_ffmpeg.get_ffmpeg_exe())
-    except (ImportError, RuntimeError):
-        found = shutil.which("ffmpeg")
-        if found is None:
-            raise InputError(
-                "Cannot decode audio because ffmpeg was not found: install the imageio-ffmpeg package or put ffmpeg "
-                "on PATH."
-            ) from None
-        return found
 
 
 def load_audio(

@@ -49,6 +49,7 @@ __all__ = [
     "looks_like_video",
     "resize_frame",
     "to_rgb8",
+    "unreadable_portrait",
 ]
 
 log = logging.getLogger(__name__)
@@ -218,6 +219,15 @@ def _ffmpeg_reason(exc: BaseException) -> str:
     return (lines[-1] if lines else type(exc).__name__)[:200]
 
 
+def unreadable_portrait(path: Path, exc: OSError) -> InputError:
+    """The user-facing sentence for a portrait path that cannot be opened."""
+    if isinstance(exc, FileNotFoundError):
+        return InputError(f"{path} does not exist; check the path of the portrait.")
+    if isinstance(exc, IsADirectoryError):
+        return InputError(f"{path} is a folder; give the path of an image or video file.")
+    return InputError(f"{path} cannot be read ({exc.strerror or exc}); check the file's permissions.")
+
+
 def _no_frames(name: str, reason: str = "") -> InputError:
     detail = f" ({reason})" if reason else ""
     return InputError(f"{name} contains no video frames we can read{detail}; use a photo or an MP4 video of a face.")
@@ -321,12 +331,8 @@ def load_media(
     try:
         with path.open("rb") as handle:
             head = handle.read(_SNIFF_BYTES)
-    except FileNotFoundError as exc:
-        raise InputError(f"{path} does not exist; check the path of the portrait.") from exc
-    except IsADirectoryError as exc:
-        raise InputError(f"{path} is a folder; give the path of an image or video file.") from exc
     except OSError as exc:
-        raise InputError(f"{path} cannot be read ({exc.strerror or exc}); check the file's permissions.") from exc
+        raise unreadable_portrait(path, exc) from exc
     if not head:
         raise _not_readable(path.name, "the file is empty")
     if looks_like_video(head):

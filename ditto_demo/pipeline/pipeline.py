@@ -54,11 +54,11 @@ from ditto_demo.pipeline.stitching import MotionStitcher
 from ditto_demo.pipeline.types import Source
 from ditto_demo.pipeline.writer import VideoWriter
 
-__all__ = ["Pipeline", "ProgressFn", "Result", "StreamFrame"]
+__all__ = ["Pipeline", "ProgressFn", "Result", "StreamFrame", "tile_frames"]
 
 log = logging.getLogger(__name__)
 
-#: ``progress(stage, fraction, message)``; stages in order: audio, face, features, motion, render, encode.
+#: ``progress(stage, fraction, message)``; stages in order: audio, features, face, motion, render, encode.
 ProgressFn = Callable[[str, float, str], None]
 
 
@@ -80,6 +80,8 @@ class Result:
     total_seconds: float
     faces_found: int
     backends: dict[str, str] = field(default_factory=dict)
+    #: The seed of every variant (one for a plain generation).
+    seeds: tuple[int, ...] = ()
 
     @property
     def rtf(self) -> float:
@@ -190,86 +192,122 @@ class Pipeline:
         Nothing is left at ``output`` unless the whole video was written. Raises :class:`DittoError` subclasses
         with a user-facing sentence for bad input, and :class:`CancelledError` when ``cancel`` is set.
         """
-        controls = controls or Controls()
+        return self.compare(source, audio, [("", controls or Controls())], output=output, progress=progress,
+                            cancel=cancel)
+
+    def compare(
+        self,
+        source: str | Path,
+        audio: str | Path,
+        variants: list[tuple[str, Controls]],
+        *,
+        output: str | Path | None = None,
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+        columns: int | None = None,
+    ) -> Result:
+        """Render the same portrait and speech once per ``(label, controls)`` and tile the results in one video.
+
+        Each variant runs its own motion and renderer; frames are tiled in lockstep (labels drawn in a corner,
+        ``columns`` per row, default all in one row), so nothing is encoded twice. One variant is :meth:`generate`.
+        The result's seed and figures are those of the first variant.
+        """
+        if not variants:
+            raise InputError("Nothing to render: give at least one set of controls.")
         report = progress or (lambda stage, fraction, message: None)
         cancel = cancel or threading.Event()
         started = time.perf_counter()
         timings: dict[str, float] = {}
         defaults = self.defaults("pytorch")
-        target = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="ditto-")) / "result.mp4"
-        if target.suffix.lower() != ".mp4":
-            raise InputError(f"The output must be an .mp4 file (H.264 video with AAC audio); got {target.name}.")
-        if target.is_dir():
-            raise InputError(f"The output {target} is a folder; give a file name ending in .mp4.")
+        target = _output_path(output)
+        phase = time.perf_counter()
 
-        def checkpoint(stage: str) -> None:
+        def lap(name: str) -> None:
+            nonlocal phase
             if cancel.is_set():
                 raise CancelledError("The run was cancelled.")
-            timings[stage] = time.perf_counter() - phase_start
+            now = time.perf_counter()
+            timings[name] = timings.get(name, 0.0) + now - phase
+            phase = now
 
-        phase_start = time.perf_counter()
         report("audio", 0.0, "Reading the speech")
         samples = load_audio(Path(audio), max_seconds=self.limits.max_audio_seconds)
         n_frames = audio_frame_count(len(samples))
         with VideoWriter(target, fps=FPS, audio_path=Path(audio)) as writer:  # fails now if target is unwritable
-            checkpoint("audio_load")
-            phase_start = time.perf_counter()
-            report("face", 0.0, "Finding the face")
-            registered = self.register(source, controls)
-            checkpoint("face")
-
-            phase_start = time.perf_counter()
+            lap("audio_load")
             report("features", 0.0, "Audio features")
             features = hubert_features(self.networks["hubert"], samples)
-            checkpoint("audio")
-
-            phase_start = time.perf_counter()
-            report("motion", 0.0, "Generating motion")
-            options = motion_options(controls, defaults)
-            conditioning = Conditioning.from_source(
-                registered, emotion_for(controls, defaults, n_frames), eye_f0_mode=defaults.eye_from_first_frame
-            )
-            motion = generate_motion(conditioning.rows(features), conditioning.source_motion,
-                                     self.networks["lmdm"], options)
-            checkpoint("motion")
-
-            phase_start = time.perf_counter()
-            stitcher = MotionStitcher(
-                registered,
-                stitch_options(controls, defaults, registered, n_frames, options.seed),
-                n_frames,
-                self.networks["stitch_network"],
-            )
-            renderer = _Renderer(self.networks, registered, stitcher, controls.framing)
-            runner = Runner(renderer.stages(), cancel=cancel)
+            lap("audio")
+            plans = []
+            for number, (label, controls) in enumerate(variants):
+                report("face", number / len(variants), "Finding the face")
+                registered = self.register(source, controls)
+                lap("face")
+                report("motion", number / len(variants), "Generating motion")
+                plans.append(self._offline_plan(registered, features, n_frames, controls, defaults, label, cancel))
+                lap("motion")
+            streams = [plan.frames() for plan in plans]
             first_frame = None
-            for written, (_, frame) in enumerate(runner.run(enumerate(motion))):
-                if first_frame is None:
-                    first_frame = time.perf_counter() - started
-                writer.write(frame)
-                if written % 5 == 0 or written == n_frames - 1:
-                    report("render", (written + 1) / n_frames, f"Rendering frame {written + 1} of {n_frames}")
-            timings["render"] = time.perf_counter() - phase_start
-            phase_start = time.perf_counter()
+            try:
+                for written, frames in enumerate(zip(*streams, strict=True)):
+                    tiles = [(plan.label, frame) for plan, frame in zip(plans, frames, strict=True)]
+                    frame = tiles[0][1] if len(tiles) == 1 else tile_frames(tiles, columns)
+                    if first_frame is None:
+                        first_frame = time.perf_counter() - started
+                    writer.write(frame)
+                    if written % 5 == 0 or written == n_frames - 1:
+                        report("render", (written + 1) / n_frames, f"Rendering frame {written + 1} of {n_frames}")
+            finally:
+                for stream in streams:
+                    stream.close()
+            lap("render")
             report("encode", 1.0, "Finishing the video")
-        timings["encode"] = time.perf_counter() - phase_start
+        lap("encode")
         total = time.perf_counter() - started
+        first = plans[0]
         result = Result(
             video=target,
-            seed=options.seed,
+            seed=first.seed,
             frames=n_frames,
             fps=FPS,
             audio_seconds=len(samples) / SAMPLE_RATE,
             timings=timings,
-            per_frame_ms=runner.timings.per_item_ms(),
+            per_frame_ms=first.runner.timings.per_item_ms(),
             first_frame_latency=first_frame if first_frame is not None else total,
             total_seconds=total,
-            faces_found=registered.faces_found,
+            faces_found=first.source.faces_found,
             backends=self.networks.loaded(),
+            seeds=tuple(plan.seed for plan in plans),
         )
-        log.info("wrote %s: %d frames in %.1f s (RTF %.2f, seed %d)", target, n_frames, total, result.rtf,
-                 result.seed)
+        log.info("wrote %s: %d frames x %d variant(s) in %.1f s (RTF %.2f, seed %d)", target, n_frames,
+                 len(plans), total, result.rtf, result.seed)
         return result
+
+    def _offline_plan(
+        self,
+        registered: Source,
+        features: np.ndarray,
+        n_frames: int,
+        controls: Controls,
+        defaults: ReleasedDefaults,
+        label: str,
+        cancel: threading.Event,
+    ) -> _OfflineRender:
+        """Motion for one variant, and the renderer that turns it into frames."""
+        options = motion_options(controls, defaults)
+        conditioning = Conditioning.from_source(
+            registered, emotion_for(controls, defaults, n_frames), eye_f0_mode=defaults.eye_from_first_frame
+        )
+        motion = generate_motion(conditioning.rows(features), conditioning.source_motion, self.networks["lmdm"],
+                                 options)
+        stitcher = MotionStitcher(
+            registered,
+            stitch_options(controls, defaults, registered, n_frames, options.seed),
+            n_frames,
+            self.networks["stitch_network"],
+        )
+        renderer = _Renderer(self.networks, registered, stitcher, controls.framing)
+        return _OfflineRender(label, registered, options.seed, motion, Runner(renderer.stages(), cancel=cancel))
 
     # -------------------------------------------------------------------------------------------- streaming
 
@@ -320,6 +358,51 @@ class Pipeline:
         runner = Runner(stages, cancel=cancel)
         for index, image in runner.run(audio_chunks):
             yield StreamFrame(index=index, timestamp=index / FPS, image=image, produced_at=time.perf_counter())
+
+
+@dataclass
+class _OfflineRender:
+    """One variant of an offline run: its motion, ready to be rendered frame by frame."""
+
+    label: str
+    source: Source
+    seed: int
+    motion: np.ndarray
+    runner: Runner
+
+    def frames(self) -> Iterator[np.ndarray]:
+        for _, frame in self.runner.run(enumerate(self.motion)):
+            yield frame
+
+
+def _output_path(output: str | Path | None) -> Path:
+    target = Path(output) if output is not None else Path(tempfile.mkdtemp(prefix="ditto-")) / "result.mp4"
+    if target.suffix.lower() != ".mp4":
+        raise InputError(f"The output must be an .mp4 file (H.264 video with AAC audio); got {target.name}.")
+    if target.is_dir():
+        raise InputError(f"The output {target} is a folder; give a file name ending in .mp4.")
+    return target
+
+
+def tile_frames(tiles: list[tuple[str, np.ndarray]], columns: int | None = None) -> np.ndarray:
+    """Frames side by side (``columns`` per row), each labelled in its top-left corner; even output sides."""
+    import cv2
+
+    columns = max(1, min(columns or len(tiles), len(tiles)))
+    rows = -(-len(tiles) // columns)
+    height = max(t.shape[0] for _, t in tiles)
+    width = max(t.shape[1] for _, t in tiles)
+    canvas = np.zeros((rows * height + rows * height % 2, columns * width + columns * width % 2, 3), np.uint8)
+    for index, (label, image) in enumerate(tiles):
+        top, left = (index // columns) * height, (index % columns) * width
+        canvas[top:top + image.shape[0], left:left + image.shape[1]] = image
+        if label:
+            scale = max(0.5, width / 640)
+            origin = (left + int(12 * scale), top + int(34 * scale))
+            cv2.putText(canvas, label, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), int(4 * scale), cv2.LINE_AA)
+            cv2.putText(canvas, label, origin, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), int(2 * scale),
+                        cv2.LINE_AA)
+    return canvas
 
 
 class _RowCounter:

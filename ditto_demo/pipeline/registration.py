@@ -40,7 +40,7 @@ from ditto_demo.errors import InputError
 from ditto_demo.pipeline.crop import crop_image, crop_rect
 from ditto_demo.pipeline.eyes import eye_features, eye_features_from_203
 from ditto_demo.pipeline.face import Detection, NetworkFn, detect_faces, landmark106, landmark203
-from ditto_demo.pipeline.media import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIZE, load_media
+from ditto_demo.pipeline.media import DEFAULT_MAX_PIXELS, DEFAULT_MAX_SIZE, load_media, unreadable_portrait
 from ditto_demo.pipeline.motion_space import MotionDict
 from ditto_demo.pipeline.types import Source, SourceFrame
 
@@ -306,12 +306,8 @@ def file_digest(path: str | Path) -> str:
         with Path(path).open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
-    except FileNotFoundError as exc:
-        raise InputError(f"{path} does not exist; check the path of the portrait.") from exc
-    except IsADirectoryError as exc:
-        raise InputError(f"{path} is a folder; give the path of an image or video file.") from exc
     except OSError as exc:
-        raise InputError(f"{path} cannot be read ({exc.strerror or exc}); check the file's permissions.") from exc
+        raise unreadable_portrait(Path(path), exc) from exc
     return digest.hexdigest()
 
 

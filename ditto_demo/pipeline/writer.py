@@ -24,7 +24,6 @@ import contextlib
 import logging
 import os
 import secrets
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -34,28 +33,14 @@ from typing import IO
 import numpy as np
 
 from ditto_demo.errors import DittoError, InputError
+from ditto_demo.pipeline.ffmpeg import ffmpeg_executable
 from ditto_demo.pipeline.render import pad_to_even
 
-__all__ = ["VideoWriter", "ffmpeg_executable"]
+__all__ = ["VideoWriter"]
 
 logger = logging.getLogger(__name__)
 
 CRF = 18
-
-
-def ffmpeg_executable() -> str:
-    """The ffmpeg on PATH, else the one bundled with imageio-ffmpeg; DittoError when neither exists."""
-    found = shutil.which("ffmpeg")
-    if found:
-        return found
-    try:
-        import imageio_ffmpeg
-    except ImportError as exc:
-        raise DittoError("ffmpeg was not found; install it (e.g. apt-get install ffmpeg) or imageio-ffmpeg.") from exc
-    try:
-        return str(imageio_ffmpeg.get_ffmpeg_exe())
-    except RuntimeError as exc:
-        raise DittoError("ffmpeg was not found; install it (e.g. apt-get install ffmpeg) or imageio-ffmpeg.") from exc
 
 
 class VideoWriter:

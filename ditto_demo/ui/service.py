@@ -1,0 +1,243 @@
+"""What the app needs from the pipeline, as plain values: paths, numbers, text and RGB images.
+
+The Gradio layer (``ditto_demo/ui``) talks only to :class:`DemoService`. It never sees a network, a tensor or a
+backend. The service owns the one :class:`Pipeline`, gives every request its own output folder, turns results
+into a timing report, and knows the settings the server was started with (:class:`AppSettings`, from the
+environment). When the checkpoints cannot be had, the service still starts and says exactly how to fix it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+import uuid
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ditto_demo.errors import DittoError, InputError
+from ditto_demo.pipeline import Controls, Limits, Pipeline, Result, StreamFrame
+from ditto_demo.pipeline.controls import EMOTIONS
+from ditto_demo.pipeline.pipeline import ProgressFn
+
+__all__ = ["AppSettings", "DemoService", "Outcome", "ServiceUnavailableError"]
+
+log = logging.getLogger(__name__)
+
+
+def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    try:
+        return float(env.get(name, default))
+    except ValueError:
+        raise DittoError(f"{name} must be a number; got {env[name]!r}.") from None
+
+
+@dataclass(frozen=True)
+class AppSettings:
+    """Server settings, from environment variables (all optional)."""
+
+    checkpoints: str | None = None  # DITTO_CHECKPOINTS: a local checkpoint folder (else the Hub)
+    backend: str = "auto"  # DITTO_BACKEND: auto, torch, onnx, tensorrt
+    device: str = "auto"  # DITTO_DEVICE: auto, cpu, cuda
+    concurrency: int = 1  # DITTO_CONCURRENCY: generations running at once (per pipeline)
+    max_queue: int = 16  # DITTO_MAX_QUEUE: requests waiting beyond those running
+    max_audio_seconds: float = 60.0  # DITTO_MAX_AUDIO_SECONDS: longer speech is refused, with the limit named
+    max_file_size: str = "50mb"  # DITTO_MAX_FILE_SIZE: Gradio's upload limit
+    output_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "ditto-demo-outputs")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> AppSettings:
+        env = os.environ if env is None else env
+        defaults = cls()
+        return cls(
+            checkpoints=env.get("DITTO_CHECKPOINTS") or None,
+            backend=env.get("DITTO_BACKEND", defaults.backend),
+            device=env.get("DITTO_DEVICE", defaults.device),
+            concurrency=max(1, int(_env_float(env, "DITTO_CONCURRENCY", defaults.concurrency))),
+            max_queue=max(1, int(_env_float(env, "DITTO_MAX_QUEUE", defaults.max_queue))),
+            max_audio_seconds=_env_float(env, "DITTO_MAX_AUDIO_SECONDS", defaults.max_audio_seconds),
+            max_file_size=env.get("DITTO_MAX_FILE_SIZE", defaults.max_file_size),
+            output_dir=Path(env["DITTO_OUTPUT_DIR"]) if env.get("DITTO_OUTPUT_DIR") else defaults.output_dir,
+        )
+
+
+class ServiceUnavailableError(DittoError):
+    """Generation is impossible until the checkpoints are available (the message says how)."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished generation: the video, a JSON-ready report, and the settings file to download."""
+
+    video: Path
+    report: dict[str, Any]
+    settings_file: Path
+
+
+def timing_report(result: Result, controls: Controls) -> dict[str, Any]:
+    """The figures a user cares about, rounded for display."""
+    return {
+        "frames": result.frames,
+        "fps": result.fps,
+        "audio_seconds": round(result.audio_seconds, 3),
+        "total_seconds": round(result.total_seconds, 3),
+        "rtf": round(result.rtf, 3),
+        "render_fps": round(result.frames / max(result.timings.get("render", 1e-9), 1e-9), 2),
+        "first_frame_latency_seconds": round(result.first_frame_latency, 3),
+        "per_frame_ms": {k: round(v, 2) for k, v in result.per_frame_ms.items()},
+        "phase_seconds": {k: round(v, 3) for k, v in result.timings.items()},
+        "seed": result.seed,
+        "seeds": list(result.seeds),
+        "faces_found": result.faces_found,
+        "backends": result.backends,
+        "controls": controls.to_dict(),
+    }
+
+
+class DemoService:
+    """The app's single entry point into the pipeline; safe to share between concurrent requests."""
+
+    def __init__(self, settings: AppSettings | None = None, *, pipeline: Pipeline | None = None) -> None:
+        self.settings = settings or AppSettings.from_env()
+        self.problem: str | None = None
+        self.pipeline: Pipeline | None = pipeline
+        if pipeline is None:
+            try:
+                self.pipeline = Pipeline(
+                    self.settings.checkpoints,
+                    backend=self.settings.backend,
+                    device=self.settings.device,
+                    limits=Limits(max_audio_seconds=self.settings.max_audio_seconds),
+                )
+            except DittoError as exc:
+                self.problem = str(exc)
+                log.error("starting without checkpoints: %s", exc)
+        self._lock = threading.Lock()
+
+    # -------------------------------------------------------------------------------------------- status
+
+    @property
+    def ready(self) -> bool:
+        return self.pipeline is not None
+
+    def banner(self) -> str | None:
+        """Markdown for a banner when generation is unavailable, with the exact fix; ``None`` when ready."""
+        if self.ready:
+            return None
+        return (
+            "**Generation is unavailable: the Ditto checkpoints could not be loaded.** "
+            f"{self.problem} Then restart the app."
+        )
+
+    def require(self) -> Pipeline:
+        if self.pipeline is None:
+            raise ServiceUnavailableError(self.banner() or "The pipeline is not available.")
+        return self.pipeline
+
+    def request_dir(self) -> Path:
+        """A fresh folder for one request's outputs (results never overwrite each other)."""
+        folder = self.settings.output_dir / uuid.uuid4().hex
+        folder.mkdir(parents=True, exist_ok=False)
+        return folder
+
+    # ------------------------------------------------------------------------------------------- actions
+
+    def _finish(self, folder: Path, result: Result, controls: Controls) -> Outcome:
+        settings_file = folder / "ditto-settings.json"
+        settings_file.write_text(controls.to_json() + "\n")
+        return Outcome(result.video, timing_report(result, controls), settings_file)
+
+    def generate(
+        self,
+        source: str | Path,
+        audio: str | Path,
+        controls: Controls,
+        *,
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Outcome:
+        """One talking-head video in its own folder."""
+        folder = self.request_dir()
+        result = self.require().generate(source, audio, controls, output=folder / "ditto.mp4", progress=progress,
+                                         cancel=cancel)
+        return self._finish(folder, result, controls)
+
+    def compare(
+        self,
+        source: str | Path,
+        audio: str | Path,
+        controls_a: Controls,
+        controls_b: Controls,
+        *,
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Outcome:
+        """Settings A and B side by side in one video (same portrait and speech)."""
+        folder = self.request_dir()
+        result = self.require().compare(source, audio, [("A", controls_a), ("B", controls_b)],
+                                        output=folder / "ditto-compare.mp4", progress=progress, cancel=cancel)
+        return self._finish(folder, result, controls_a)
+
+    def emotion_grid(
+        self,
+        source: str | Path,
+        audio: str | Path,
+        controls: Controls,
+        *,
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Outcome:
+        """All eight emotions tiled 4×2, with one seed so only the emotion differs."""
+        pipeline = self.require()
+        seed = controls.seed if controls.seed is not None else int(np.random.default_rng().integers(2**31 - 1))
+        base = controls.with_changes(seed=seed, emotion_timeline=())
+        variants = [(name, base.with_changes(emotion=name)) for name in EMOTIONS]
+        folder = self.request_dir()
+        result = pipeline.compare(source, audio, variants, output=folder / "ditto-emotions.mp4", progress=progress,
+                                  cancel=cancel, columns=4)
+        return self._finish(folder, result, base)
+
+    def preview(self, source: str | Path, controls: Controls) -> np.ndarray:
+        """The portrait with the detected face box (green) and the crop the model sees (orange), RGB uint8."""
+        import cv2
+
+        registered = self.require().register(source, controls)
+        frame = registered.frames[0]
+        image = np.ascontiguousarray(frame.image.copy())
+        thickness = max(2, round(max(image.shape[:2]) / 300))
+        x1, y1, x2, y2 = (round(v) for v in registered.face_box)
+        cv2.rectangle(image, (x1, y1), (x2, y2), (60, 200, 90), thickness, cv2.LINE_AA)
+        corners = np.array([[0, 0, 1], [512, 0, 1], [512, 512, 1], [0, 512, 1]], np.float64)
+        mapped = (np.asarray(frame.crop_to_image, np.float64) @ corners.T).T
+        polygon = (mapped[:, :2] / mapped[:, 2:3]).round().astype(np.int32)
+        cv2.polylines(image, [polygon], True, (255, 150, 40), thickness, cv2.LINE_AA)
+        return image
+
+    def audio_seconds(self, audio: str | Path) -> float:
+        """Duration of a speech file (decoded, so any format works); refuses files past the limit."""
+        from ditto_demo.pipeline.audio import SAMPLE_RATE, load_audio
+
+        return len(load_audio(Path(audio), max_seconds=self.settings.max_audio_seconds)) / SAMPLE_RATE
+
+    def stream(
+        self,
+        source: str | Path,
+        chunks: Iterable[np.ndarray],
+        controls: Controls,
+        *,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[StreamFrame]:
+        """Frames while 16 kHz mono chunks arrive (see :meth:`Pipeline.stream`)."""
+        return self.require().stream(source, chunks, controls, cancel=cancel)
+
+    @staticmethod
+    def check_file(path: str | Path | None, what: str) -> Path:
+        """An uploaded path, or an InputError naming what is missing."""
+        if not path:
+            raise InputError(f"Add {what} first.")
+        return Path(path)
