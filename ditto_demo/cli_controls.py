@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ditto_demo.errors import InputError
-from ditto_demo.pipeline.controls import Controls, control_info
+from ditto_demo.pipeline.controls import Controls, control_info, parse_emotion, parse_keyframes, parse_timeline
 
 __all__ = ["add_control_flags", "controls_from_args"]
 
@@ -45,38 +45,7 @@ def add_control_flags(parser: argparse.ArgumentParser) -> None:
                                help=f"{text} range {info.low:g}..{info.high:g}{info.unit}")
 
 
-def _parse_emotion(text: str) -> Any:
-    text = text.strip()
-    if text.startswith("{"):
-        return json.loads(text)
-    if ":" not in text:
-        return text
-    mix = {}
-    for part in text.split(","):
-        label, _, weight = part.partition(":")
-        mix[label.strip()] = float(weight)
-    return mix
-
-
-def _parse_timeline(text: str) -> Any:
-    text = text.strip()
-    if text.startswith("["):
-        return json.loads(text)
-    entries = []
-    for part in text.split(","):
-        time, _, emotion = part.partition(":")
-        entries.append((float(time), emotion.strip()))
-    return entries
-
-
-def _parse_keyframes(text: str) -> Any:
-    text = text.strip()
-    if text.startswith("["):
-        return json.loads(text)
-    return [tuple(float(v) for v in part.split(":")) for part in text.split(";") if part.strip()]
-
-
-_PARSERS = {"emotion": _parse_emotion, "emotion_timeline": _parse_timeline, "pose_keyframes": _parse_keyframes}
+_PARSERS = {"emotion": parse_emotion, "emotion_timeline": parse_timeline, "pose_keyframes": parse_keyframes}
 
 
 def controls_from_args(args: argparse.Namespace) -> Controls:

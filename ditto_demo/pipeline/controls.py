@@ -16,7 +16,17 @@ from typing import Any, Literal, get_args
 
 from ditto_demo.errors import InputError
 
-__all__ = ["BLINK_MODES", "EMOTIONS", "FRAMINGS", "ControlInfo", "Controls", "control_info"]
+__all__ = [
+    "BLINK_MODES",
+    "EMOTIONS",
+    "FRAMINGS",
+    "ControlInfo",
+    "Controls",
+    "control_info",
+    "parse_emotion",
+    "parse_keyframes",
+    "parse_timeline",
+]
 
 #: The emotion classes of the conditioning vector, in its order (ditto_spec.md §2.6.2).
 EMOTIONS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise", "contempt")
@@ -208,6 +218,52 @@ def control_info() -> dict[str, tuple[ControlInfo, Any]]:
     return {
         f.name: (f.metadata["info"], None if f.default is MISSING else f.default) for f in fields(Controls)
     }
+
+
+# ------------------------------------------------------------------------------------------- text formats
+# Compact text forms of the structured controls, shared by the CLI flags and the app's text boxes. Errors in the
+# values surface when the result is given to Controls (one validation point); unreadable text raises ValueError.
+
+
+def parse_emotion(text: str) -> Any:
+    """``happy``, ``happy:0.7,surprise:0.3`` or JSON → an emotion value for :class:`Controls` (empty → None)."""
+    text = text.strip()
+    if not text:
+        return None
+    if text.startswith("{"):
+        return json.loads(text)
+    if ":" not in text:
+        return text
+    mix = {}
+    for part in text.split(","):
+        label, _, weight = part.partition(":")
+        mix[label.strip()] = float(weight)
+    return mix
+
+
+def parse_timeline(text: str) -> Any:
+    """``0:neutral,2.5:happy`` or JSON ``[[0, "neutral"], ...]`` → timeline entries (empty → none)."""
+    text = text.strip()
+    if not text:
+        return ()
+    if text.startswith("["):
+        return json.loads(text)
+    entries = []
+    for part in text.split(","):
+        time, _, emotion = part.partition(":")
+        entries.append((float(time), emotion.strip()))
+    return entries
+
+
+def parse_keyframes(text: str) -> Any:
+    """``0:0:0:0;1.5:5:-10:2`` (seconds:pitch:yaw:roll) or JSON → pose keyframes (empty → none)."""
+    text = text.strip()
+    if not text:
+        return ()
+    if text.startswith("["):
+        return json.loads(text)
+    return [tuple(float(v) for v in part.split(":")) for part in text.split(";") if part.strip()]
+
 
 
 # ---------------------------------------------------------------------------------------------- validation

@@ -21,7 +21,15 @@ from ditto_demo.pipeline.registration import RegistrationOptions
 from ditto_demo.pipeline.stitching import StitchOptions
 from ditto_demo.pipeline.types import Source
 
-__all__ = ["FPS", "Limits", "emotion_for", "motion_options", "registration_options", "stitch_options"]
+__all__ = [
+    "FPS",
+    "Limits",
+    "control_defaults",
+    "emotion_for",
+    "motion_options",
+    "registration_options",
+    "stitch_options",
+]
 
 log = logging.getLogger(__name__)
 
@@ -147,3 +155,18 @@ def stitch_options(
         gaze_lock=controls.gaze_lock,
         use_stitching=controls.stitching and defaults.use_stitching,
     )
+
+
+def control_defaults(defaults: ReleasedDefaults) -> dict[str, Any]:
+    """Concrete values of the controls whose default is "the checkpoint's" (for widgets that need a value)."""
+    return {
+        "steps": defaults.steps,
+        "pitch_offset": float(defaults.overall_ctrl.get("delta_pitch", 0.0)),
+        "overlap": defaults.overlap,
+        "motion_smoothing": defaults.motion_smoothing,
+        "crop_scale": defaults.crop_scale,
+        "crop_x": defaults.crop_vx_ratio,
+        "crop_y": defaults.crop_vy_ratio,
+        "crop_rotate": defaults.crop_rotate,
+        "source_smoothing": defaults.source_smoothing,
+    }

@@ -134,6 +134,13 @@ class DemoService:
             f"{self.problem} Then restart the app."
         )
 
+    def control_defaults(self) -> dict[str, Any]:
+        """Values for the controls that default to the checkpoint's setting (released fallbacks when offline)."""
+        from ditto_demo.pipeline.config import ReleasedDefaults
+        from ditto_demo.pipeline.plan import control_defaults
+
+        return control_defaults(self.pipeline.defaults() if self.pipeline else ReleasedDefaults())
+
     def require(self) -> Pipeline:
         if self.pipeline is None:
             raise ServiceUnavailableError(self.banner() or "The pipeline is not available.")
