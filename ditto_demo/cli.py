@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ditto_demo.errors import DittoError, InputError
+from ditto_demo.errors import CheckpointError, DittoError, InputError
 
 __all__ = ["main"]
 
@@ -28,6 +28,32 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import json
+
+    from ditto_demo.bench import DEFAULT_PORTRAIT, BenchOptions, format_table, run_bench
+
+    options = BenchOptions(
+        backend=args.backend,
+        device=args.device,
+        size=args.size,
+        runs=args.runs,
+        warmup=args.warmup,
+        audio_seconds=args.audio_seconds,
+        steps=args.steps,
+        checkpoints=Path(args.checkpoints) if args.checkpoints else None,
+        portrait=Path(args.portrait) if args.portrait else DEFAULT_PORTRAIT,
+        paced=args.paced,
+        parts=tuple(args.parts),
+        threads=args.threads,
+    )
+    results = run_bench(options)
+    if not args.json:
+        print(format_table(results))
+    print(json.dumps(results, sort_keys=True))
+    return 0
+
+
 def _doctor(args: argparse.Namespace) -> int:
     from ditto_demo.engine.report import engine_report
 
@@ -38,8 +64,22 @@ def _doctor(args: argparse.Namespace) -> int:
 def _download(args: argparse.Namespace) -> int:
     from ditto_demo.hub import resolve_checkpoints
 
-    root = resolve_checkpoints(args.backend, prebuilt_engines=args.prebuilt_engines)
+    root = resolve_checkpoints(args.backend, prebuilt_engines=args.prebuilt_engines, force=args.force)
     print(root)
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from ditto_demo.engine.integrity import repair_command
+    from ditto_demo.hub import resolve_checkpoints, verify_checkpoints
+
+    root = resolve_checkpoints(args.backend, local=args.checkpoints)
+    problems = verify_checkpoints(root, args.backend)
+    if problems:
+        listed = "; ".join(f"{name} {problem}" for name, problem in problems.items())
+        raise CheckpointError(f"{len(problems)} checkpoint file(s) are damaged: {listed}; "
+                              f"{repair_command(root, args.backend)}.")
+    print(f"{root}: every file the {args.backend} backend needs is present and intact")
     return 0
 
 
@@ -114,6 +154,7 @@ def _make_test_checkpoints(args: argparse.Namespace) -> int:
 
 
 def _build_parser() -> argparse.ArgumentParser:
+    from ditto_demo.bench import PARTS
     from ditto_demo.cli_controls import add_control_flags
     from ditto_demo.engine import BACKENDS, CORE_NETWORKS, DEVICES
 
@@ -122,6 +163,28 @@ def _build_parser() -> argparse.ArgumentParser:
         "-v", "--verbose", action="count", default=0, help="log progress (-v) or debug details (-vv) to stderr"
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    bench = sub.add_parser(
+        "bench", help="measure speed and memory: RTF offline/online, first-frame delay, per-stage and per-network ms"
+    )
+    bench.add_argument("--backend", choices=BACKENDS, default="auto")
+    bench.add_argument("--device", choices=DEVICES, default="auto")
+    bench.add_argument("--size", choices=("tiny", "full"), default="tiny",
+                       help="random-weight test networks: tiny widths (smoke) or the released sizes")
+    bench.add_argument("--runs", type=int, default=5, help="measured runs; medians and p05/p95 over them")
+    bench.add_argument("--warmup", type=int, default=1, help="runs done first and discarded")
+    bench.add_argument("--audio-seconds", type=float,
+                       help="speech length, the first 0.5 s silent (default 4 at tiny, 8 at full)")
+    bench.add_argument("--steps", type=int, help="diffusion steps (default: the checkpoint's, 50 offline, 10 online)")
+    bench.add_argument("--checkpoints", help="checkpoint folder (default: test checkpoints of --size in a temp folder)")
+    bench.add_argument("--portrait", help="portrait image (default: assets/portrait_illustration.png)")
+    bench.add_argument("--no-paced", dest="paced", action="store_false",
+                       help="skip the real-time paced stream (it takes the audio's length in wall time per run)")
+    bench.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                       help="what to run (default: all; e.g. --parts networks overhead at full size on a CPU)")
+    bench.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own setting)")
+    bench.add_argument("--json", action="store_true", help="print only the JSON line, no table")
+    bench.set_defaults(func=_bench)
 
     doctor = sub.add_parser("doctor", help="print the host, the usable backends and the checkpoint files found")
     doctor.add_argument("--checkpoints", help="checkpoint folder to inspect (default: DITTO_CHECKPOINTS or the cache)")
@@ -132,7 +195,13 @@ def _build_parser() -> argparse.ArgumentParser:
     download.add_argument(
         "--prebuilt-engines", action="store_true", help="also fetch the released TensorRT 8.6 engines"
     )
+    download.add_argument("--force", action="store_true", help="fetch every file again (repairs damaged files)")
     download.set_defaults(func=_download)
+
+    verify = sub.add_parser("verify", help="check the checkpoint files (sizes and sha256 against the Hub cache)")
+    verify.add_argument("--backend", choices=[b for b in BACKENDS if b != "auto"], default="torch")
+    verify.add_argument("--checkpoints", help="checkpoint folder (default: DITTO_CHECKPOINTS or the Hub cache)")
+    verify.set_defaults(func=_verify)
 
     export = sub.add_parser("export-onnx", help="export our PyTorch networks to ONNX (opset 20)")
     export.add_argument("--checkpoints", help="checkpoint folder (default: DITTO_CHECKPOINTS or the Hub)")

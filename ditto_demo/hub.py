@@ -25,6 +25,7 @@ __all__ = [
     "find_cached_checkpoints",
     "missing_files",
     "resolve_checkpoints",
+    "verify_checkpoints",
 ]
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,13 @@ def _fix_sentence(backend: str) -> str:
     )
 
 
+def verify_checkpoints(root: Path, backend: str) -> dict[str, str]:
+    """``{file: problem}`` for the files ``backend`` needs under ``root`` (missing, empty, hash mismatch)."""
+    from ditto_demo.engine.integrity import verify_files
+
+    return verify_files(root, required_files(backend))
+
+
 def resolve_checkpoints(
     backend: str,
     *,
@@ -122,6 +130,7 @@ def resolve_checkpoints(
     prebuilt_engines: bool = False,
     progress: bool = True,
     token: str | None = None,
+    force: bool = False,
 ) -> Path:
     """A checkpoint root holding what ``backend`` needs, downloading what is missing when allowed.
 
@@ -138,10 +147,10 @@ def resolve_checkpoints(
             )
         log.info("using local checkpoints at %s", root)
         return root
-    return _download(backend, prebuilt_engines=prebuilt_engines, progress=progress, token=token)
+    return _download(backend, prebuilt_engines=prebuilt_engines, progress=progress, token=token, force=force)
 
 
-def _download(backend: str, *, prebuilt_engines: bool, progress: bool, token: str | None) -> Path:
+def _download(backend: str, *, prebuilt_engines: bool, progress: bool, token: str | None, force: bool) -> Path:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
@@ -152,7 +161,8 @@ def _download(backend: str, *, prebuilt_engines: bool, progress: bool, token: st
     (enable_progress_bars if progress else disable_progress_bars)()
     try:
         root = Path(
-            snapshot_download(HUB_REPO_ID, revision=revision, allow_patterns=patterns, token=token)
+            snapshot_download(HUB_REPO_ID, revision=revision, allow_patterns=patterns, token=token,
+                              force_download=force)
         )
     except LocalEntryNotFoundError as exc:
         raise CheckpointsUnavailableError(

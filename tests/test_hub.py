@@ -134,3 +134,25 @@ def test_patterns_are_limited_to_the_backend() -> None:
     assert "ditto_onnx/libgrid_sample_3d_plugin.so" in with_engines
     with pytest.raises(ValueError, match="unknown backend"):
         allow_patterns("jax")
+
+
+def test_corrupted_cached_file_is_named_with_the_repair(clean_cache: Path, seed0_root: Path, tmp_path: Path) -> None:
+    """A blob whose content no longer matches its sha256 name: verify says so, loading says so, both name --force."""
+    from ditto_demo.cli import main
+    from ditto_demo.errors import CheckpointError
+    from ditto_demo.hub import verify_checkpoints
+
+    snapshot = _add_to_cache(clean_cache, _torch_files(seed0_root, tmp_path))
+    assert verify_checkpoints(snapshot, "torch") == {}
+    blob = (snapshot / "ditto_pytorch/models/stitch_network.pth").resolve()
+    blob.write_bytes(blob.read_bytes()[: blob.stat().st_size // 2])  # a download cut in half
+    problems = verify_checkpoints(snapshot, "torch")
+    assert problems == {
+        "ditto_pytorch/models/stitch_network.pth": "does not match the Hub's sha256 record "
+        "(a truncated or corrupted download)"
+    }
+    with pytest.raises(CheckpointError, match=r"sha256 record.*download --backend torch --force"):
+        load_network("stitch_network", snapshot, backend="torch")
+    assert main(["verify", "--backend", "torch"]) == 2
+    (snapshot / "ditto_pytorch/models/decoder.pth").resolve().unlink()  # a blob deleted by hand
+    assert "decoder.pth" in " ".join(verify_checkpoints(snapshot, "torch"))

@@ -39,7 +39,7 @@ def test_fit_size_refuses_a_one_pixel_picture() -> None:
 def test_image_is_resized_bilinear_to_the_working_size(tmp_path: Path) -> None:
     path = tmp_path / "big.png"
     Image.new("RGB", (4000, 3001), (10, 200, 30)).save(path)
-    frame = load_image(path)
+    frame = load_image(path, min_side=1)
     assert frame.shape == (1440, 1920, 3)
     assert frame.dtype == np.uint8
     assert frame[700, 900].tolist() == [10, 200, 30]
@@ -52,7 +52,7 @@ def test_png_alpha_is_composited_on_white(tmp_path: Path) -> None:
     rgba[:, 4:] = (0, 0, 255, 128)  # half-transparent blue
     path = tmp_path / "alpha.png"
     Image.fromarray(rgba, "RGBA").save(path)
-    media = load_media(path)
+    media = load_media(path, min_side=1)
     frame = media.frames[0]
     assert media.is_image
     assert media.fps is None
@@ -65,7 +65,7 @@ def test_png_alpha_is_composited_on_white(tmp_path: Path) -> None:
 def test_cmyk_jpeg_becomes_rgb(tmp_path: Path) -> None:
     path = tmp_path / "cmyk.jpg"
     Image.new("CMYK", (16, 16), (0, 255, 255, 0)).save(path, quality=95)  # pure red in CMYK
-    frame = load_image(path)
+    frame = load_image(path, min_side=1)
     assert frame.shape == (16, 16, 3)
     np.testing.assert_allclose(frame[8, 8], [255, 0, 0], atol=12)
 
@@ -74,7 +74,7 @@ def test_16_bit_grayscale_is_scaled_to_8_bits(tmp_path: Path) -> None:
     values = np.array([[0, 256, 65535, 32768]], np.uint16).repeat(2, axis=0)
     path = tmp_path / "deep.png"
     Image.fromarray(values).save(path)
-    frame = load_image(path)
+    frame = load_image(path, min_side=1)
     assert frame.shape == (2, 4, 3)
     assert frame[0, :, 0].tolist() == [0, 1, 255, 128]
     assert np.all(frame[..., 0] == frame[..., 2])
@@ -83,11 +83,11 @@ def test_16_bit_grayscale_is_scaled_to_8_bits(tmp_path: Path) -> None:
 def test_grayscale_and_palette_images_become_rgb(tmp_path: Path) -> None:
     gray = tmp_path / "gray.png"
     Image.new("L", (4, 4), 77).save(gray)
-    assert load_image(gray)[0, 0].tolist() == [77, 77, 77]
+    assert load_image(gray, min_side=1)[0, 0].tolist() == [77, 77, 77]
     palette = tmp_path / "palette.gif"
     Image.new("RGB", (4, 4), (0, 128, 255)).convert("P").save(palette)
-    np.testing.assert_allclose(load_image(palette)[0, 0], [0, 128, 255], atol=40)
-    assert load_image(palette).shape == (4, 4, 3)
+    np.testing.assert_allclose(load_image(palette, min_side=1)[0, 0], [0, 128, 255], atol=40)
+    assert load_image(palette, min_side=1).shape == (4, 4, 3)
 
 
 def test_exif_orientation_is_applied(tmp_path: Path) -> None:
@@ -99,7 +99,7 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     exif[0x0112] = 6  # "rotate 90° clockwise to display"
     path = tmp_path / "rotated.jpg"
     image.save(path, exif=exif, quality=95)
-    frame = load_image(path)
+    frame = load_image(path, min_side=1)
     assert frame.shape == (40, 20, 3)  # portrait now
     assert frame[5, 10, 0] > 200  # the red (left) half went to the top
     assert frame[5, 10, 2] < 50
@@ -109,7 +109,7 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
 def test_content_decides_not_the_extension(tmp_path: Path) -> None:
     png_named_mp4 = tmp_path / "photo.mp4"
     Image.new("RGB", (8, 6), (1, 2, 3)).save(png_named_mp4, format="PNG")
-    media = load_media(png_named_mp4)
+    media = load_media(png_named_mp4, min_side=1)
     assert media.is_image
     assert media.frames[0].shape == (6, 8, 3)
 
@@ -247,4 +247,15 @@ def test_broken_video_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "broken.mp4"
     path.write_bytes(b"\x00\x00\x00\x20ftypisom" + b"\x13" * 200)
     with pytest.raises(InputError, match=r"broken\.mp4 (is not an image or video we can read|contains no video)"):
+        load_media(path)
+
+
+def test_tiny_image_is_refused_with_advice(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from ditto_demo.pipeline.media import load_media
+
+    path = tmp_path / "icon.png"
+    Image.new("RGB", (48, 300), (200, 180, 160)).save(path)
+    with pytest.raises(InputError, match=r"only 48×300 pixels.*front-facing photo at least 64 pixels"):
         load_media(path)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ditto_demo.engine.integrity import file_problem, repair_command
 from ditto_demo.engine.specs import MODEL_CONFIG_FILE, NetworkSpec
 from ditto_demo.errors import CheckpointError
 
@@ -36,10 +37,7 @@ log = logging.getLogger(__name__)
 
 def repair_hint(root: Path) -> str:
     """The sentence telling a user how to get a good copy of the checkpoints back."""
-    return (
-        f"delete the damaged file under {root} and run `python -m ditto_demo download` "
-        "(or point DITTO_CHECKPOINTS at a complete copy)"
-    )
+    return repair_command(root, "torch")
 
 
 def model_config(root: Path) -> dict[str, Any]:
@@ -76,8 +74,9 @@ def load_state_dict(path: Path, container_key: str | None, root: Path) -> dict[s
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for damaged zips and unpickling refusals
-        reason = f"{type(exc).__name__}: {exc}"
-        raise CheckpointError(f"Cannot read checkpoint {path} ({reason}); {repair_hint(root)}.") from exc
+        damage = file_problem(path)  # a hash mismatch with the Hub's record says exactly what happened
+        reason = damage or f"cannot be read: {type(exc).__name__}: {exc}"
+        raise CheckpointError(f"Cannot read checkpoint {path}: it {reason}; {repair_hint(root)}.") from exc
     if container_key is not None:
         if not isinstance(obj, Mapping) or container_key not in obj:
             raise CheckpointError(f"{path} has no {container_key!r} entry; {repair_hint(root)}.")

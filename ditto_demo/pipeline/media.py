@@ -56,6 +56,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_SIZE = 1920
 DEFAULT_MAX_PIXELS = 40_000_000
+#: Smallest portrait side accepted: below it no face detector finds anything useful.
+MIN_SIDE = 64
 #: Pillow formats we decode. Others Pillow knows (EPS, WMF, PSD, FITS, …) are refused as "not an image we read".
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "AVIF", "BMP", "DIB", "TIFF", "GIF", "PPM", "TGA", "JPEG2000", "QOI")
 _ADVICE = "use a JPG, PNG or WebP photo or an MP4 video"
@@ -163,13 +165,15 @@ def to_rgb8(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8).copy()
 
 
-def load_image(path: str | Path, max_size: int = DEFAULT_MAX_SIZE, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def load_image(
+    path: str | Path, max_size: int = DEFAULT_MAX_SIZE, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = MIN_SIDE
+) -> np.ndarray:
     """One image file as (H, W, 3) uint8 RGB at the working resolution (:func:`fit_size`)."""
-    frame, _ = _load_image(Path(path), max_size, max_pixels)
+    frame, _ = _load_image(Path(path), max_size, max_pixels, min_side)
     return frame
 
 
-def _load_image(path: Path, max_size: int, max_pixels: int) -> tuple[np.ndarray, tuple[int, int]]:
+def _load_image(path: Path, max_size: int, max_pixels: int, min_side: int) -> tuple[np.ndarray, tuple[int, int]]:
     name = path.name
     formats = [f for f in IMAGE_FORMATS if f in _pillow_formats()]
     try:
@@ -177,6 +181,11 @@ def _load_image(path: Path, max_size: int, max_pixels: int) -> tuple[np.ndarray,
             width, height = image.size  # from the header: nothing decoded yet
             if width * height > max_pixels:
                 raise _too_large(name, width, height, max_pixels)
+            if min(width, height) < min_side:
+                raise InputError(
+                    f"{name} is only {width}×{height} pixels, too small to find a face in; use a front-facing "
+                    f"photo at least {min_side} pixels on its shorter side (256 or more works best)."
+                )
             image.seek(0)  # first frame of an animation / first page of a TIFF
             image.load()  # decodes the pixels: truncated or corrupt data fails here
             rgb = to_rgb8(_upright(image, name))
@@ -325,6 +334,7 @@ def load_media(
     max_frames: int | None = None,
     max_seconds: float | None = None,
     first_frames: int | None = None,
+    min_side: int = MIN_SIDE,
 ) -> LoadedMedia:
     """Load an image or a video, decided by the file's content (see the module docstring for the rules)."""
     path = Path(path)
@@ -339,6 +349,6 @@ def load_media(
         frames, fps, original = load_video(path, max_size, max_pixels, max_frames, max_seconds, first_frames)
         log.info("Loaded %s: video, %d frames at %s fps, %dx%d", path.name, len(frames), fps, *original)
         return LoadedMedia(tuple(frames), False, fps, original)
-    frame, original = _load_image(path, max_size, max_pixels)
+    frame, original = _load_image(path, max_size, max_pixels, min_side)
     log.info("Loaded %s: image %dx%d (working size %dx%d)", path.name, *original, frame.shape[1], frame.shape[0])
     return LoadedMedia((frame,), True, None, original)

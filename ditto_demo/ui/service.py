@@ -48,7 +48,19 @@ class AppSettings:
     max_queue: int = 16  # DITTO_MAX_QUEUE: requests waiting beyond those running
     max_audio_seconds: float = 60.0  # DITTO_MAX_AUDIO_SECONDS: longer speech is refused, with the limit named
     max_file_size: str = "50mb"  # DITTO_MAX_FILE_SIZE: Gradio's upload limit
+    max_source_seconds: float = 10.0  # DITTO_MAX_SOURCE_SECONDS: longest portrait video
+    max_source_frames: int = 250  # DITTO_MAX_SOURCE_FRAMES: most portrait-video frames kept (~8 MB each)
+    max_pixels: int = 40_000_000  # DITTO_MAX_PIXELS: largest image, checked before decoding
     output_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "ditto-demo-outputs")
+
+    def limits(self) -> Limits:
+        """The pipeline limits these settings allow."""
+        return Limits(
+            max_audio_seconds=self.max_audio_seconds,
+            max_source_seconds=self.max_source_seconds,
+            max_source_frames=self.max_source_frames,
+            max_pixels=self.max_pixels,
+        )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AppSettings:
@@ -62,6 +74,9 @@ class AppSettings:
             max_queue=max(1, int(_env_float(env, "DITTO_MAX_QUEUE", defaults.max_queue))),
             max_audio_seconds=_env_float(env, "DITTO_MAX_AUDIO_SECONDS", defaults.max_audio_seconds),
             max_file_size=env.get("DITTO_MAX_FILE_SIZE", defaults.max_file_size),
+            max_source_seconds=_env_float(env, "DITTO_MAX_SOURCE_SECONDS", defaults.max_source_seconds),
+            max_source_frames=int(_env_float(env, "DITTO_MAX_SOURCE_FRAMES", defaults.max_source_frames)),
+            max_pixels=int(_env_float(env, "DITTO_MAX_PIXELS", defaults.max_pixels)),
             output_dir=Path(env["DITTO_OUTPUT_DIR"]) if env.get("DITTO_OUTPUT_DIR") else defaults.output_dir,
         )
 
@@ -112,7 +127,7 @@ class DemoService:
                     self.settings.checkpoints,
                     backend=self.settings.backend,
                     device=self.settings.device,
-                    limits=Limits(max_audio_seconds=self.settings.max_audio_seconds),
+                    limits=self.settings.limits(),
                 )
             except DittoError as exc:
                 self.problem = str(exc)

@@ -9,6 +9,7 @@ import numpy as np
 import onnx
 
 from ditto_demo.engine.backends.base import Dim, Network
+from ditto_demo.engine.integrity import file_problem, repair_command
 from ditto_demo.engine.specs import Binding, NetworkSpec, OnnxSource
 from ditto_demo.errors import BackendUnavailableError, CheckpointError
 
@@ -91,9 +92,10 @@ class OnnxNetwork(Network):
                 model = fix_gridsample_opset(onnx.load(str(path))).SerializeToString()
             self.session = ort.InferenceSession(model, sess_options=options, providers=providers)
         except Exception as exc:  # ORT's own error classes derive from Exception only (Fail, InvalidGraph, ...)
+            damage = file_problem(path)
+            reason = f"it {damage}" if damage else f"{type(exc).__name__}: {exc}"
             raise CheckpointError(
-                f"ONNX Runtime cannot load {path} ({type(exc).__name__}: {exc}); "
-                "delete it and run `python -m ditto_demo download --backend onnx`."
+                f"ONNX Runtime cannot load {path} ({reason}); {repair_command(path.parents[1], 'onnx')}."
             ) from exc
         file_inputs = [i.name for i in self.session.get_inputs()]
         file_outputs = [o.name for o in self.session.get_outputs()]
