@@ -116,3 +116,30 @@ def test_hubert_engine_dynamic_lengths(tmp_path: Path) -> None:
         audio = np.random.default_rng(samples).standard_normal((1, samples)).astype(np.float32)
         np.testing.assert_allclose(net(input_values=audio)["encoding_out"],
                                    reference(input_values=audio)["encoding_out"], atol=1e-3)
+
+
+def test_auto_falls_back_when_tensorrt_fails(seed0_root: Path, monkeypatch: pytest.MonkeyPatch, caplog) -> None:
+    """If auto picked TensorRT and it cannot load (plugin missing, build failed), the next backend serves, with a
+    warning; an explicit backend="tensorrt" still fails with the reason."""
+    from ditto_demo.engine import loader
+    from ditto_demo.engine.backends.torch_backend import TorchNetwork
+    from ditto_demo.engine.checkpoints import build_module
+
+    def tensorrt_choice(spec, root, backend="auto", device="auto"):
+        return loader.BackendChoice("tensorrt", "cuda", "pretend TensorRT is usable")
+
+    def broken_tensorrt(spec, root, device):
+        raise BackendUnavailableError("the GridSample3D plugin does not load")
+
+    def torch_on_cpu(spec, root, device):
+        return TorchNetwork(spec, build_module(spec, root), "cpu")
+
+    monkeypatch.setattr(loader, "choose_backend", tensorrt_choice)
+    monkeypatch.setitem(loader._LOADERS, "tensorrt", broken_tensorrt)
+    monkeypatch.setitem(loader._LOADERS, "torch", torch_on_cpu)
+    caplog.set_level("WARNING", logger="ditto_demo.engine.loader")
+    net = loader.load_network("stitch_network", seed0_root)
+    assert net.backend == "torch"
+    assert "TensorRT failed (the GridSample3D plugin does not load); falling back to torch" in caplog.text
+    with pytest.raises(BackendUnavailableError, match="plugin does not load"):
+        loader.load_network("stitch_network", seed0_root, backend="tensorrt")

@@ -149,4 +149,13 @@ def load_network(
     spec = get_spec(name)
     choice = choose_backend(spec, root, backend, device)
     log.info("%s: %s on %s (%s)", name, choice.backend, choice.device, choice.reason)
-    return _LOADERS[choice.backend](spec, root, choice.device)
+    try:
+        return _LOADERS[choice.backend](spec, root, choice.device)
+    except (BackendUnavailableError, CheckpointError) as exc:
+        if backend != "auto" or choice.backend != "tensorrt":
+            raise
+        # "auto" promised the best backend that works, not TensorRT at any price: a failed engine build or a
+        # missing plugin falls back to PyTorch (or ONNX Runtime) on the GPU, loudly.
+        fallback = "torch" if spec.module is not None and _has_checkpoint(spec, root) else "onnx"
+        log.warning("%s: TensorRT failed (%s); falling back to %s on cuda", name, exc, fallback)
+        return _LOADERS[fallback](spec, root, "cuda")
