@@ -355,7 +355,8 @@ class Pipeline:
                   lambda: counter.number(motion.finish())),
             *renderer.stages(),
         ]
-        runner = Runner(stages, cancel=cancel)
+        # Small queues: buffered frames are latency when the stream runs behind real time.
+        runner = Runner(stages, cancel=cancel, queue_size=2)
         for index, image in runner.run(audio_chunks):
             yield StreamFrame(index=index, timestamp=index / FPS, image=image, produced_at=time.perf_counter())
 
