@@ -10,6 +10,9 @@ run: system-packages
 	test -x $(PY) || python3 -m venv $(VENV); \
 	$(PY) -m pip install -q -r $$req && $(PY) -m pip install -q --no-deps -e . && $(PY) app.py
 
+# The tests also need what packages-test.txt lists (Chromium for the browser tests; skip those with
+# make test PYTEST_ARGS="-m 'not browser'").
+test: PACKAGE_LISTS += packages-test.txt
 test: $(VENV)/.test-installed system-packages
 	$(PY) -m ruff check .
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -20,9 +23,10 @@ $(VENV)/.test-installed: requirements-test.txt pyproject.toml
 	$(PY) -m pip install -q --no-deps -e .
 	touch $@
 
-# Debian packages listed in packages.txt (the same file a Hugging Face Space reads).
+# Debian packages listed in packages.txt (the same file a Hugging Face Space reads), plus packages-test.txt for `test`.
+PACKAGE_LISTS := packages.txt
 system-packages:
-	@missing=""; for p in $$(grep -v '^#' packages.txt); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $$(grep -hv '^#' $(PACKAGE_LISTS)); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \

@@ -1,17 +1,28 @@
-"""Gradio entry point (also the Hugging Face Space's ``app_file``). Builds the UI and launches it.
+"""Gradio entry point (also the Hugging Face Space's ``app_file``): build the app from ``ditto_demo.ui``, launch it.
 
-``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` are read by Gradio itself; ``DITTO_CHECKPOINTS`` points at a local
-checkpoint folder.
+``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` are read by Gradio itself; the ``DITTO_*`` variables (checkpoints,
+backend, device, concurrency, queue size, audio and upload limits, output folder) by ``AppSettings.from_env``.
 """
 
 from __future__ import annotations
 
+import importlib.util
+
+if importlib.util.find_spec("spaces") is not None:
+    # ZeroGPU refuses to work once CUDA is initialised, so `spaces` comes before anything that imports torch.
+    import spaces  # noqa: F401
+
 import logging
 
-from ditto_demo.ui import build_app
+from ditto_demo.ui import build_app, create_service, launch_kwargs
 
-demo = build_app()
+
+def main() -> None:
+    """Resolve the checkpoints (logged), build the page, serve it."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    service = create_service()
+    build_app(service).launch(**launch_kwargs(service.settings))
+
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    demo.queue().launch()
+    main()

@@ -24,6 +24,7 @@ __all__ = [
     "allow_patterns",
     "find_cached_checkpoints",
     "missing_files",
+    "missing_networks",
     "resolve_checkpoints",
     "verify_checkpoints",
 ]
@@ -89,6 +90,20 @@ def allow_patterns(backend: str, *, prebuilt_engines: bool = False) -> list[str]
         patterns += [spec.prebuilt_engine for spec in NETWORKS.values() if spec.prebuilt_engine]
         patterns.append(PLUGIN_LIBRARY)
     return sorted(set(patterns))
+
+
+def missing_networks(root: Path) -> list[str]:
+    """Networks for which ``root`` holds no file any backend could load (an empty or partial folder)."""
+    from ditto_demo.engine.landmark478 import TASK_FILE
+
+    def has_any(spec: NetworkSpec) -> bool:
+        paths = [spec.checkpoint, spec.prebuilt_engine, *(s.path for s in spec.onnx)]
+        return any(p and (root / p).is_file() for p in paths)
+
+    missing = [name for name, spec in NETWORKS.items() if name not in ("blaze_face", "face_mesh") and not has_any(spec)]
+    if not (has_any(NETWORKS["blaze_face"]) and has_any(NETWORKS["face_mesh"])) and not (root / TASK_FILE).is_file():
+        missing.append("landmark478")
+    return missing
 
 
 def missing_files(root: Path, backend: str) -> list[str]:

@@ -62,9 +62,13 @@ _AUDIO_DIM = 1024
 LMDMFn = Callable[..., Mapping[str, np.ndarray]]
 
 
+#: Seeds are drawn below this bound: the range ``Controls.seed`` accepts, so a reported seed can be fed back.
+SEED_BOUND = 2**31 - 1
+
+
 def draw_seed() -> int:
-    """A fresh random seed (63 bits), for runs that did not ask for one; report it so the run can be repeated."""
-    return secrets.randbits(63)
+    """A fresh random seed for runs that did not ask for one (reported, and valid as a ``Controls.seed``)."""
+    return secrets.randbelow(SEED_BOUND + 1)
 
 
 @dataclass(frozen=True, eq=False)

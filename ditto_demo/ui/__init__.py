@@ -1,5 +1,5 @@
-"""The Gradio interface. It talks to the rest of the package through plain values (paths, text, numbers)."""
+"""The Gradio interface. It talks to the rest of the package only through :class:`DemoService` (plain values)."""
 
-from ditto_demo.ui.status import build_app
+from ditto_demo.ui.app import build_app, create_service, launch_kwargs
 
-__all__ = ["build_app"]
+__all__ = ["build_app", "create_service", "launch_kwargs"]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+import os
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import gradio as gr
 
@@ -14,9 +16,14 @@ from ditto_demo.errors import DittoError
 from ditto_demo.pipeline.pipeline import ProgressFn
 from ditto_demo.pipeline.runner import CancelledError
 
-__all__ = ["STAGE_LABELS", "progress_adapter", "user_errors"]
+if TYPE_CHECKING:
+    from ditto_demo.ui.service import DemoService
+
+__all__ = ["APP_FOLDER", "STAGE_LABELS", "PathRedactor", "progress_adapter", "public_errors", "user_errors"]
 
 log = logging.getLogger(__name__)
+#: The checkout / installed app folder (parent of the package), never shown to visitors.
+APP_FOLDER = Path(__file__).resolve().parents[2]
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Stage → (start, span) of the overall progress bar, and what the user reads.
@@ -76,5 +83,65 @@ def user_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except Exception as exc:
             raise _as_gradio_error(fn.__name__, exc) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+class PathRedactor:
+    """Replaces server folders (checkpoints, outputs, caches, the checkout) in text shown to visitors.
+
+    Error sentences from the pipeline name files to help the person who runs the server; visitors of a public demo
+    must not learn the server's layout from them. Uploaded file names are kept (they are the visitor's own).
+    """
+
+    def __init__(self, folders: Mapping[str | os.PathLike[str], str]) -> None:
+        pairs: dict[str, str] = {}
+        for folder, label in folders.items():
+            text = os.fspath(folder)
+            if not text or text in (os.sep, "."):
+                continue
+            for variant in {text.rstrip(os.sep), os.path.realpath(text).rstrip(os.sep)}:
+                if variant:
+                    pairs.setdefault(variant, label)
+        self._pairs = sorted(pairs.items(), key=lambda item: len(item[0]), reverse=True)  # longest first
+
+    @classmethod
+    def for_service(cls, service: DemoService) -> PathRedactor:
+        """The folders of this server: the service's settings, the Hugging Face cache, the checkout, the home."""
+        settings = service.settings
+        folders: dict[str | os.PathLike[str], str] = {}
+        home = Path.home()
+        hf_home = os.environ.get("HF_HOME") or str(home / ".cache" / "huggingface")
+        folders[hf_home] = "the Hugging Face cache"
+        if os.environ.get("HF_HUB_CACHE"):
+            folders[os.environ["HF_HUB_CACHE"]] = "the Hugging Face cache"
+        folders[APP_FOLDER] = "the app folder"
+        folders[settings.output_dir] = "the output folder"
+        pipeline_root = getattr(service.pipeline, "root", None)
+        if pipeline_root is not None:
+            folders[pipeline_root] = "the checkpoint folder"
+        if settings.checkpoints:
+            folders[settings.checkpoints] = "the checkpoint folder (DITTO_CHECKPOINTS)"
+        folders[home] = "~"
+        return cls(folders)
+
+    def __call__(self, text: str) -> str:
+        for folder, label in self._pairs:
+            text = text.replace(folder, label)
+        return text
+
+
+def public_errors(fn: F, redact: Callable[[str], str]) -> F:
+    """:func:`user_errors` (every failure becomes a ``gr.Error`` sentence), with server folders taken out."""
+    guarded = user_errors(fn)
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return guarded(*args, **kwargs)
+        except gr.Error as exc:
+            log.info("%s refused: %s", getattr(fn, "__name__", "handler"), exc.message)
+            raise gr.Error(redact(str(exc.message)), duration=exc.duration, visible=exc.visible, title=exc.title,
+                           print_exception=False) from None
 
     return wrapper  # type: ignore[return-value]

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 import threading
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,8 +23,10 @@ from typing import Any
 import numpy as np
 
 from ditto_demo.errors import DittoError, InputError
+from ditto_demo.hub import missing_networks
 from ditto_demo.pipeline import Controls, Limits, Pipeline, Result, StreamFrame
 from ditto_demo.pipeline.controls import EMOTIONS
+from ditto_demo.pipeline.motion import draw_seed
 from ditto_demo.pipeline.pipeline import ProgressFn
 
 __all__ = ["AppSettings", "DemoService", "Outcome", "ServiceUnavailableError"]
@@ -132,6 +136,15 @@ class DemoService:
             except DittoError as exc:
                 self.problem = str(exc)
                 log.error("starting without checkpoints: %s", exc)
+            else:
+                missing = missing_networks(self.pipeline.root)
+                if missing:  # a folder that exists but lacks files would fail at the first request: say it now
+                    self.problem = (
+                        f"The checkpoint folder has no files for {', '.join(missing)}; run "
+                        "`python -m ditto_demo download` (or point DITTO_CHECKPOINTS at a complete copy)."
+                    )
+                    log.error("starting without a complete checkpoint folder: %s", self.problem)
+                    self.pipeline = None
         self._lock = threading.Lock()
 
     # -------------------------------------------------------------------------------------------- status
@@ -169,6 +182,16 @@ class DemoService:
 
     # ------------------------------------------------------------------------------------------- actions
 
+    @contextmanager
+    def _request(self) -> Iterator[Path]:
+        """A fresh output folder for one request, removed again if the request fails before writing anything."""
+        folder = self.request_dir()
+        try:
+            yield folder
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)  # a failed run leaves no files (and no empty folder)
+            raise
+
     def _finish(self, folder: Path, result: Result, controls: Controls) -> Outcome:
         settings_file = folder / "ditto-settings.json"
         settings_file.write_text(controls.to_json() + "\n")
@@ -184,10 +207,11 @@ class DemoService:
         cancel: threading.Event | None = None,
     ) -> Outcome:
         """One talking-head video in its own folder."""
-        folder = self.request_dir()
-        result = self.require().generate(source, audio, controls, output=folder / "ditto.mp4", progress=progress,
-                                         cancel=cancel)
-        return self._finish(folder, result, controls)
+        pipeline = self.require()
+        with self._request() as folder:
+            result = pipeline.generate(source, audio, controls, output=folder / "ditto.mp4", progress=progress,
+                                       cancel=cancel)
+            return self._finish(folder, result, controls)
 
     def compare(
         self,
@@ -200,10 +224,11 @@ class DemoService:
         cancel: threading.Event | None = None,
     ) -> Outcome:
         """Settings A and B side by side in one video (same portrait and speech)."""
-        folder = self.request_dir()
-        result = self.require().compare(source, audio, [("A", controls_a), ("B", controls_b)],
-                                        output=folder / "ditto-compare.mp4", progress=progress, cancel=cancel)
-        return self._finish(folder, result, controls_a)
+        pipeline = self.require()
+        with self._request() as folder:
+            result = pipeline.compare(source, audio, [("A", controls_a), ("B", controls_b)],
+                                      output=folder / "ditto-compare.mp4", progress=progress, cancel=cancel)
+            return self._finish(folder, result, controls_a)
 
     def emotion_grid(
         self,
@@ -216,13 +241,13 @@ class DemoService:
     ) -> Outcome:
         """All eight emotions tiled 4×2, with one seed so only the emotion differs."""
         pipeline = self.require()
-        seed = controls.seed if controls.seed is not None else int(np.random.default_rng().integers(2**31 - 1))
+        seed = controls.seed if controls.seed is not None else draw_seed()
         base = controls.with_changes(seed=seed, emotion_timeline=())
         variants = [(name, base.with_changes(emotion=name)) for name in EMOTIONS]
-        folder = self.request_dir()
-        result = pipeline.compare(source, audio, variants, output=folder / "ditto-emotions.mp4", progress=progress,
-                                  cancel=cancel, columns=4)
-        return self._finish(folder, result, base)
+        with self._request() as folder:
+            result = pipeline.compare(source, audio, variants, output=folder / "ditto-emotions.mp4",
+                                      progress=progress, cancel=cancel, columns=4)
+            return self._finish(folder, result, base)
 
     def preview(self, source: str | Path, controls: Controls) -> np.ndarray:
         """The portrait with the detected face box (green) and the crop the model sees (orange), RGB uint8."""

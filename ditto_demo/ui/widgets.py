@@ -88,7 +88,7 @@ class ControlPanel:
                 choices[f"Checkpoint default ({checkpoint} steps)"] = checkpoint
             return gr.Dropdown(choices=[(k, v) for k, v in choices.items()], **{**common, "label": "Quality"})
         if name == "seed":
-            return gr.Number(precision=0, minimum=0, **{**common, "label": "Seed (empty = random)"})
+            return gr.Number(precision=0, minimum=0, maximum=info.high, **{**common, "label": "Seed"})
         if name == "emotion":
             return gr.Dropdown(choices=[_DEFAULT_EMOTION, *EMOTIONS], allow_custom_value=True, **common)
         if name in ("emotion_timeline", "pose_keyframes"):
