@@ -313,3 +313,32 @@ def test_space_front_matter_matches_the_code() -> None:
     assert repo == HUB_REPO_ID
     assert revision == HUB_REVISION
     assert sorted(files.split(",")) == [p for p in allow_patterns("torch") if p != MODEL_CONFIG_FILE]
+
+
+def test_stop_cancels_the_running_generation_of_that_session(tiny_root: Path, tmp_path: Path) -> None:
+    """The Stop handler (and closing the tab) sets the cancel token of that browser session only; the pipeline
+    then stops every stage and leaves no files."""
+
+    from ditto_demo.pipeline import Controls, Pipeline
+    from ditto_demo.pipeline.runner import CancelledError
+    from ditto_demo.ui.service import AppSettings, DemoService
+
+    service = DemoService(AppSettings(output_dir=tmp_path / "out"),
+                          pipeline=Pipeline(tiny_root, backend="torch", device="cpu"))
+    token = service.cancel_token("session-a")
+    other = service.cancel_token("session-b")
+    seen: list[str] = []
+
+    def progress(stage: str, fraction: float, message: str) -> None:
+        seen.append(stage)
+        if stage == "render" and fraction > 0:
+            assert service.cancel("session-a") is True  # what the Stop button does for this session
+
+    with pytest.raises(CancelledError):
+        service.generate(ROOT / "assets/portrait_illustration.png", ROOT / "assets/speech_en.wav",
+                         Controls(steps=2), progress=progress, cancel=token)
+    assert token.is_set()
+    assert not other.is_set()  # another visitor's run is untouched
+    assert "render" in seen
+    assert list((tmp_path / "out").iterdir()) == []  # no partial video, no empty request folder
+    assert service.cancel("session-a") is False  # nothing left to stop

@@ -102,6 +102,12 @@ def build_app(service: DemoService) -> gr.Blocks:
             show = gr.Button("Check this server", size="sm")
             show.click(lambda: _system_report(redact, settings.checkpoints), outputs=report,
                        api_name="system_report", api_visibility="private", concurrency_limit=1)
+
+        def tab_closed(request: gr.Request) -> None:
+            """A visitor who closes the tab stops their running generation (no orphaned work)."""
+            service.cancel(request.session_hash)
+
+        demo.unload(tab_closed)
     demo.queue(max_size=settings.max_queue, default_concurrency_limit=settings.concurrency)
     return demo
 

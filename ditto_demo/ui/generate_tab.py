@@ -60,6 +60,7 @@ HELPER_API_NAMES = (
     "seed_typed",
     "reset_controls",
     "load_settings",
+    "stop",
     "select_image_tab",
     "select_video_tab",
     "example_loaded",
@@ -154,6 +155,8 @@ def _signature(panel: ControlPanel, *, progress: bool) -> inspect.Signature:
     ]
     if progress:
         parameters.append(inspect.Parameter("progress", kind, default=gr.Progress()))
+        # Injected by Gradio (not an API parameter): identifies the browser session, so Stop can cancel its run.
+        parameters.append(inspect.Parameter("request", kind, default=None, annotation=gr.Request))
     return inspect.Signature(parameters)
 
 
@@ -163,20 +166,37 @@ def _handlers(service: DemoService, panel: ControlPanel, redact: Callable[[str],
     settings = service.settings
     speech_engine = _speech_engine()
 
-    def run(source: str | None, audio: str | None, values: Sequence[Any], progress: gr.Progress | None) -> Outcome:
+    def run(
+        source: str | None,
+        audio: str | None,
+        values: Sequence[Any],
+        progress: gr.Progress | None,
+        session: str | None = None,
+    ) -> Outcome:
         portrait = service.check_file(source, "a portrait (step 1: a photo, illustration or short video)")
         speech = service.check_file(audio, "the speech (step 2: upload, record or type it)")
         controls = _with_random_seed(panel.to_controls(*values))
         if progress is not None:
             progress(0.0, desc="Starting")
-        return service.generate(portrait, speech, controls,
-                                progress=progress_adapter(progress) if progress is not None else None)
+        token = service.cancel_token(session) if session else None
+        try:
+            return service.generate(portrait, speech, controls, cancel=token,
+                                    progress=progress_adapter(progress) if progress is not None else None)
+        finally:
+            if session and token is not None:
+                service.release(session, token)
 
     def generate(*args: Any) -> tuple[str, dict[str, Any], str]:
         """Portrait + speech → talking-head video. Returns (video mp4, timing report, settings JSON file)."""
         progress = args[2 + count] if len(args) > 2 + count else None
-        outcome = run(args[0], args[1], args[2:2 + count], progress)
+        request = args[3 + count] if len(args) > 3 + count else None
+        session = getattr(request, "session_hash", None)
+        outcome = run(args[0], args[1], args[2:2 + count], progress, session)
         return str(outcome.video), outcome.report, str(outcome.settings_file)
+
+    def stop(request: gr.Request) -> None:
+        """Stop this browser session's running generation (the pipeline cancels every stage within ~0.1 s)."""
+        service.cancel(request.session_hash)
 
     generate.__signature__ = _signature(panel, progress=True)  # type: ignore[attr-defined]
 
@@ -273,7 +293,7 @@ def _handlers(service: DemoService, panel: ControlPanel, redact: Callable[[str],
         "preview_crop": on_gpu(preview_crop, _PREVIEW_GPU_SECONDS),
     }
     handlers.update({fn.__name__: fn for fn in (pick_source, describe_audio, speak_text, show_result, reuse_seed,
-                                                seed_typed, reset_controls, load_settings)})
+                                                seed_typed, reset_controls, load_settings, stop)})
     guarded = {name: public_errors(fn, redact) for name, fn in handlers.items()}
     # Gradio names the API parameters after the signature; wrappers copy it, but be explicit for the endpoints.
     guarded["generate"].__signature__ = generate.__signature__  # type: ignore[attr-defined]
@@ -338,6 +358,7 @@ def build_generate_tab(service: DemoService, redact: Callable[[str], str]) -> Ge
             with gr.Row():
                 generate_button = gr.Button("Generate", variant="primary", size="lg", scale=3,
                                             interactive=service.ready, elem_id="ditto-generate-button")
+                stop_button = gr.Button("Stop", variant="stop", size="lg", scale=1, elem_id="ditto-stop-button")
                 clear = gr.ClearButton(value="Clear", size="lg", scale=1, api_visibility="private")
             examples_slot = gr.Column()
             gr.Markdown("### 3 · Controls\nEvery setting has a tip. Expect nudges, not switches: the model also reads "
@@ -413,7 +434,7 @@ def build_generate_tab(service: DemoService, redact: Callable[[str], str]) -> Ge
 
     # Generate: pick the active portrait, run the pipeline (the public endpoint), then show the summary.
     seed_widget = by_name["seed"]
-    generate_button.click(
+    generation = generate_button.click(
         handlers["pick_source"], inputs=[kind, image, video, random_seed, seed_widget],
         outputs=[source_file, seed_widget], queue=False, api_name="pick_source", **private,
     ).success(
@@ -421,7 +442,10 @@ def build_generate_tab(service: DemoService, redact: Callable[[str], str]) -> Ge
         api_name="generate", api_description="Portrait (image or video) + speech → talking-head mp4. Every control is "
         "an optional named parameter. Returns (video, timing report, settings JSON).",
         concurrency_limit=settings.concurrency, concurrency_id=CONCURRENCY_ID, scroll_to_output=True,
-    ).success(
+    )
+    # Stop: a waiting request leaves the queue (cancels=), a running one is stopped by its cancel token.
+    stop_button.click(handlers["stop"], queue=False, cancels=[generation], api_name="stop", **private)
+    generation.success(
         handlers["show_result"], inputs=report, outputs=[summary, seed_used, seed_row, settings_out], queue=False,
         api_name="show_result", **private,
     )

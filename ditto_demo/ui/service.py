@@ -146,6 +146,30 @@ class DemoService:
                     log.error("starting without a complete checkpoint folder: %s", self.problem)
                     self.pipeline = None
         self._lock = threading.Lock()
+        self._cancels: dict[str, threading.Event] = {}
+
+    # ------------------------------------------------------------------------------------------ cancelling
+
+    def cancel_token(self, session: str) -> threading.Event:
+        """A fresh cancel event for the run a browser session is starting (replacing any finished one)."""
+        with self._lock:
+            event = self._cancels[session] = threading.Event()
+            return event
+
+    def cancel(self, session: str) -> bool:
+        """Stop the run of ``session`` (Stop pressed, tab closed); ``True`` if one was running."""
+        with self._lock:
+            event = self._cancels.pop(session, None)
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    def release(self, session: str, token: threading.Event) -> None:
+        """Forget a finished run's token (only if it is still that session's current one)."""
+        with self._lock:
+            if self._cancels.get(session) is token:
+                del self._cancels[session]
 
     # -------------------------------------------------------------------------------------------- status
 
