@@ -109,6 +109,9 @@ class BenchOptions:
     parts: tuple[str, ...] = PARTS
     chunk_ms: int = 100
     seed: int = 0
+    #: torch intra-op threads for the run (``None``: leave torch's setting). On a small shared machine 1 thread
+    #: avoids OpenMP teams of several runner threads fighting over the same cores.
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.size not in ("tiny", "full"):
@@ -122,6 +125,8 @@ class BenchOptions:
                              f"not {self.audio_seconds}.")
         if self.steps is not None and self.steps < 1:
             raise InputError(f"--steps must be at least 1, not {self.steps}.")
+        if self.threads is not None and self.threads < 1:
+            raise InputError(f"--threads must be at least 1, not {self.threads}.")
         if not 10 <= self.chunk_ms <= 1000:
             raise InputError(f"The chunk size must be between 10 and 1000 ms, not {self.chunk_ms}.")
         unknown = sorted(set(self.parts) - set(PARTS))
@@ -522,8 +527,9 @@ def _call_eager(module: torch.nn.Module, args: Sequence[torch.Tensor]) -> object
 def _bench_networks(ctx: _Context) -> dict[str, dict[str, Any]]:
     """Each network through ``load_network`` vs the plain eager float32 module of the same weights.
 
-    Both are called in alternation within each run (ours, eager, ours, ...), so slow phases of a shared machine
-    hit both. ``ratio`` > 1 means our wrapper / backend is slower than the plain module.
+    Both are timed in every run, one after the other and first in turn, so slow phases of a shared machine hit
+    both. ``ratio`` > 1 means our wrapper / backend is slower than the plain module; ``wrapper_overhead_ms`` is the
+    difference of the medians (noise when it is negative).
     """
     from ditto_demo.engine.checkpoints import build_module
 
@@ -544,8 +550,12 @@ def _bench_networks(ctx: _Context) -> dict[str, dict[str, Any]]:
         eager_ms: list[float] = []
         calls = 0
         for run in range(ctx.options.warmup + ctx.options.runs):
-            seconds, calls = clock.per_call(ours)
-            eager_seconds = clock.per_call(eager)[0] if eager is not None else None
+            if eager is not None and run % 2:  # alternate who goes first: neither always gets the warmer caches
+                eager_seconds = clock.per_call(eager)[0]
+                seconds, calls = clock.per_call(ours)
+            else:
+                seconds, calls = clock.per_call(ours)
+                eager_seconds = clock.per_call(eager)[0] if eager is not None else None
             if run >= ctx.options.warmup:
                 ours_ms.append(1000 * seconds)
                 if eager_seconds is not None:
@@ -558,6 +568,7 @@ def _bench_networks(ctx: _Context) -> dict[str, dict[str, Any]]:
             "ms": summarize(ours_ms),
             "eager_fp32_ms": summarize(eager_ms) if eager_ms else None,
             "ratio": (float(np.median(ours_ms)) / float(np.median(eager_ms))) if eager_ms else None,
+            "wrapper_overhead_ms": (float(np.median(ours_ms)) - float(np.median(eager_ms))) if eager_ms else None,
         }
         if name == "hubert" and ctx.options.checkpoints is None:
             entry["note"] = "stand-in model of the test checkpoints (not HuBERT-large)"
@@ -577,7 +588,9 @@ def _bench_overhead(ctx: _Context, offline: dict[str, Any] | None,
     image conversion, and the encoder (``VideoWriter.write`` per call, and total write + finish time per frame,
     which is x264's throughput as the producer sees it). Derived from the offline runs when they ran: each stage's
     ms per frame minus the ms of the network it calls, and the render wall time per frame minus the sum of the
-    stages (queues and hand-offs; negative when stages overlapped on several cores).
+    stages (queues and hand-offs; negative when stages overlapped on several cores). The derived figures use the
+    isolated network timings of the ``networks`` part, so concurrent stages competing for the cores show up in them
+    too; the direct figures are the clean ones.
     """
     from ditto_demo.pipeline.render import PasteBack, decoder_output_to_image
     from ditto_demo.pipeline.writer import VideoWriter
@@ -637,11 +650,12 @@ def _bench_overhead(ctx: _Context, offline: dict[str, Any] | None,
             "queue_ms": render_wall - stage_sum,
         }
         out["derived"] = derived
-        # The decode stage's extra work is the image conversion timed above; the compose stage is paste-back at
-        # the portrait's size (the 512 figure above is the budget's); queues count only when they cost time.
+        # Into the total go the stitch stage's own maths and queue time that was not hidden by overlap. The
+        # decode stage's extra work is the image conversion timed above and the compose stage is paste-back at the
+        # portrait's size (the 512 figure above is the budget's). The warp / decode "outside" figures are left
+        # out: with stages running concurrently they measure contention for the cores, not work of ours.
         parts.update(
             stitch=max(0.0, derived["stitch_outside_network_ms"]),
-            warp=max(0.0, derived["warp_outside_network_ms"]),
             queue=max(0.0, derived["queue_ms"]),
         )
     total = float(sum(parts.values()))
@@ -669,14 +683,25 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
 
     Raises :class:`InputError` for an unusable portrait or checkpoint folder, ``BackendUnavailableError`` for a
     backend / device this host cannot run, and ``RuntimeError`` if a run produced a wrong number of frames.
+    ``options.threads`` applies to this call only: torch's thread count is restored afterwards.
     """
-    from ditto_demo.pipeline.controls import Controls
-    from ditto_demo.pipeline.pipeline import Pipeline
-
     if not Path(options.portrait).is_file():
         raise InputError(f"The portrait {options.portrait} does not exist or is not a file.")
     if options.checkpoints is not None and not Path(options.checkpoints).is_dir():
         raise InputError(f"The checkpoint folder {options.checkpoints} does not exist.")
+    threads_before = torch.get_num_threads()
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
+    try:
+        return _run_bench(options)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run_bench(options: BenchOptions) -> dict[str, Any]:
+    from ditto_demo.pipeline.controls import Controls
+    from ditto_demo.pipeline.pipeline import Pipeline
+
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ditto-bench-") as temp:
         work = Path(temp)
@@ -844,13 +869,14 @@ def format_table(results: Mapping[str, Any]) -> str:
         lines.append(f"{'paced keeps up':<44} {'yes' if paced['keeps_up'] else 'no':>10}")
     networks = results.get("networks")
     if networks:
-        lines += ["", f"{'network (ms per call)':<28} {'ours':>10} {'p05':>9} {'p95':>9} {'eager fp32':>11} "
-                      f"{'ratio':>7}  backend"]
+        lines += ["", f"{'network (ms per call)':<24} {'ours':>10} {'p05':>9} {'p95':>9} {'eager fp32':>11} "
+                      f"{'ratio':>6} {'+ms':>7}  backend"]
         for name, entry in networks.items():
             eager = entry["eager_fp32_ms"]
             lines.append(
-                f"{name:<28} {entry['ms']['median']:>10.3f} {entry['ms']['p05']:>9.3f} {entry['ms']['p95']:>9.3f} "
-                f"{_fmt(eager['median'] if eager else None):>11} {_fmt(entry['ratio'], 2):>7}  "
+                f"{name:<24} {entry['ms']['median']:>10.3f} {entry['ms']['p05']:>9.3f} {entry['ms']['p95']:>9.3f} "
+                f"{_fmt(eager['median'] if eager else None):>11} {_fmt(entry['ratio'], 2):>6} "
+                f"{_fmt(entry['wrapper_overhead_ms']):>7}  "
                 f"{entry['backend']}/{entry['device']}" + (f" ({entry['note']})" if entry.get("note") else "")
             )
     overhead = results.get("overhead")
@@ -859,6 +885,7 @@ def format_table(results: Mapping[str, Any]) -> str:
         for key, stats in overhead["direct"].items():
             lines.append(_stat_row(f"  {key}", stats, "ms", 2))
         if overhead["derived"]:
+            lines.append("  derived from the offline stages (stage − isolated network; includes contention):")
             for key, value in overhead["derived"].items():
                 lines.append(f"  {key:<42} {value:>10.2f}")
         parts = " + ".join(f"{k} {v:.2f}" for k, v in overhead["components_ms"].items())

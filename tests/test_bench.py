@@ -1,0 +1,164 @@
+"""Smoke tests of ``python -m ditto_demo bench`` on tiny test checkpoints (CPU).
+
+A benchmark, not a timed test: nothing here asserts a speed. The tests check that every figure is reported, finite
+and consistent (first frame within the run, p05 ≤ median ≤ p95, all six networks and their eager baselines, the
+overhead parts), that the paced stream reports its delays, and that the CLI prints one parsable JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from ditto_demo.bench import PARTS, BenchOptions, bench_audio, format_table, run_bench
+from ditto_demo.errors import InputError
+
+SIX = ("appearance_extractor", "motion_extractor", "warp_network", "decoder", "stitch_network", "lmdm")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _numbers(value: Any, path: str = "") -> Iterator[tuple[str, float]]:
+    """Every number in a nested result, with where it sits."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _numbers(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _numbers(item, f"{path}[{index}]")
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        yield path, float(value)
+
+
+def _check_stats(stats: dict[str, float], *, positive: bool = True) -> None:
+    assert set(stats) >= {"median", "p05", "p95"}
+    assert stats["p05"] <= stats["median"] <= stats["p95"]
+    if positive:
+        assert stats["median"] > 0
+
+
+@pytest.fixture(scope="module")
+def results(tiny_root: Path) -> dict[str, Any]:
+    options = BenchOptions(backend="torch", device="cpu", size="tiny", runs=1, warmup=0, audio_seconds=1.0,
+                           paced=False, checkpoints=tiny_root)
+    return run_bench(options)
+
+
+def test_every_figure_is_present_and_finite(results: dict[str, Any]) -> None:
+    json.dumps(results)  # JSON-ready as it is
+    bad = [(where, value) for where, value in _numbers(results) if not math.isfinite(value)]
+    assert not bad
+    for key in ("cpu", "cores", "torch", "date"):
+        assert results["machine"][key]
+    assert results["audio"]["seconds"] == pytest.approx(1.0)
+    assert results["audio"]["onset_s"] == pytest.approx(0.5)  # the leading silence puts onset after chunk 0
+    assert results["paced"] is None
+
+
+def test_offline_and_online_figures_are_sensible(results: dict[str, Any]) -> None:
+    offline = results["offline"]
+    assert offline["frames"] == 25
+    for key in ("rtf", "total_s", "first_frame_s", "render_ms_per_frame"):
+        _check_stats(offline[key])
+    assert offline["first_frame_s"]["median"] <= offline["total_s"]["median"]
+    assert set(offline["stage_ms"]) == {"stitch", "warp", "decode", "compose"}
+    for stats in offline["stage_ms"].values():
+        _check_stats(stats)
+    assert {"face", "audio", "motion", "render", "encode"} <= set(offline["phase_s"])
+
+    online = results["online"]
+    assert online["frames"] >= 25
+    _check_stats(online["rtf"])
+    assert 0 < online["first_frame_s"]["median"] <= online["total_s"]["median"]
+
+
+def test_every_network_is_timed_against_its_eager_module(results: dict[str, Any]) -> None:
+    networks = results["networks"]
+    assert set(SIX) <= set(networks)
+    for name in SIX:
+        entry = networks[name]
+        assert (entry["backend"], entry["device"]) == ("torch", "cpu")
+        _check_stats(entry["ms"])
+        _check_stats(entry["eager_fp32_ms"])
+        assert entry["ratio"] > 0
+        assert entry["calls_per_run"] >= 1
+    assert networks["hubert"]["eager_fp32_ms"] is None  # ONNX only: no module to compare with
+    assert networks["warp_network"]["shapes"]["kp_source"] == [1, 21, 3]
+
+
+def test_overhead_and_memory_are_reported(results: dict[str, Any]) -> None:
+    overhead = results["overhead"]
+    for key in ("paste_back_512_ms", "to_image_512_ms", "encode_write_512_ms", "encode_512_ms"):
+        _check_stats(overhead["direct"][key])
+    derived = overhead["derived"]
+    assert derived["stage_sum_ms"] > 0
+    assert derived["render_wall_ms"] > 0
+    assert overhead["complete"] is True
+    assert overhead["total_ms"] == pytest.approx(sum(overhead["components_ms"].values()))
+    assert isinstance(overhead["within_budget"], bool)
+    for part in ("offline", "online", "networks"):
+        assert results["memory"][part]["rss_mb"] > 0
+    assert results["setup"]["load_s"] >= 0
+
+
+def test_table_names_the_headline_figures(results: dict[str, Any]) -> None:
+    table = format_table(results)
+    for text in ("offline RTF", "online burst RTF", "first frame", "eager fp32", "decoder", "budget", "peak memory"):
+        assert text in table
+
+
+def test_paced_stream_reports_its_delays(tiny_root: Path) -> None:
+    options = BenchOptions(backend="torch", device="cpu", runs=1, warmup=0, audio_seconds=1.0, parts=("paced",),
+                           checkpoints=tiny_root)
+    paced = run_bench(options)["paced"]
+    assert paced["frames"] >= 25
+    for key in ("first_frame_from_first_chunk_s", "first_frame_from_audio_start_s", "first_frame_from_onset_s",
+                "lag_median_s", "rtf"):
+        _check_stats(paced[key])
+    # audio time 0 comes one chunk before the first chunk is handed over
+    assert paced["first_frame_from_audio_start_s"]["median"] > paced["first_frame_from_first_chunk_s"]["median"]
+    assert isinstance(paced["keeps_up"], bool)
+
+
+def test_options_are_validated() -> None:
+    for bad in ({"runs": 0}, {"warmup": -1}, {"audio_seconds": 0.5}, {"size": "huge"}, {"parts": ("nope",)},
+                {"steps": 0}, {"threads": 0}):
+        with pytest.raises(InputError):
+            BenchOptions(**bad)
+    assert BenchOptions(size="full").seconds == 8.0
+    assert BenchOptions().seconds == 4.0
+    assert set(BenchOptions().parts) == set(PARTS)
+
+
+def test_bench_audio_starts_silent_then_speaks() -> None:
+    samples = bench_audio(1.5)
+    assert samples.dtype == np.float32
+    assert samples.shape == (24000,)
+    assert not samples[:8000].any()
+    assert np.sqrt(np.mean(samples[8000:] ** 2)) > 0.01
+
+
+def test_cli_prints_one_json_line() -> None:
+    command = [sys.executable, "-m", "ditto_demo", "bench", "--size", "tiny", "--runs", "1", "--warmup", "0",
+               "--audio-seconds", "1", "--no-paced", "--json"]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1
+    data = json.loads(lines[0])
+    assert data["offline"]["rtf"]["median"] > 0
+    assert data["options"]["paced"] is False
+    assert set(SIX) <= set(data["networks"])
+
+
+def test_cli_reports_bad_options_in_one_line() -> None:
+    from ditto_demo.cli import main
+
+    assert main(["bench", "--runs", "0"]) == 2
