@@ -10,7 +10,7 @@ from functools import cache
 
 import torch
 
-__all__ = ["HostInfo", "probe_host"]
+__all__ = ["HostInfo", "probe_host", "release_memory"]
 
 
 @dataclass(frozen=True)
@@ -76,3 +76,14 @@ def _onnxruntime_info() -> tuple[str | None, tuple[str, ...]]:
     except ImportError:
         return None, ()
     return str(ort.__version__), tuple(ort.get_available_providers())
+
+
+def release_memory() -> None:
+    """Hand cached GPU memory back after a failed or cancelled run, so the next request starts clean.
+
+    PyTorch keeps freed blocks cached for reuse; after an aborted run those blocks may be large (a whole clip of
+    intermediate features) and would count against other processes on a shared GPU. A no-op without CUDA.
+    """
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ditto_demo.engine import release_memory
 from ditto_demo.errors import InputError
 from ditto_demo.hub import resolve_checkpoints
 from ditto_demo.pipeline.audio import (
@@ -230,38 +231,42 @@ class Pipeline:
             timings[name] = timings.get(name, 0.0) + now - phase
             phase = now
 
-        report("audio", 0.0, "Reading the speech")
-        samples = load_audio(Path(audio), max_seconds=self.limits.max_audio_seconds)
-        n_frames = audio_frame_count(len(samples))
-        with VideoWriter(target, fps=FPS, audio_path=Path(audio)) as writer:  # fails now if target is unwritable
-            lap("audio_load")
-            report("features", 0.0, "Audio features")
-            features = hubert_features(self.networks["hubert"], samples)
-            lap("audio")
-            plans = []
-            for number, (label, controls) in enumerate(variants):
-                report("face", number / len(variants), "Finding the face")
-                registered = self.register(source, controls)
-                lap("face")
-                report("motion", number / len(variants), "Generating motion")
-                plans.append(self._offline_plan(registered, features, n_frames, controls, defaults, label, cancel))
-                lap("motion")
-            streams = [plan.frames() for plan in plans]
-            first_frame = None
-            try:
-                for written, frames in enumerate(zip(*streams, strict=True)):
-                    tiles = [(plan.label, frame) for plan, frame in zip(plans, frames, strict=True)]
-                    frame = tiles[0][1] if len(tiles) == 1 else tile_frames(tiles, columns)
-                    if first_frame is None:
-                        first_frame = time.perf_counter() - started
-                    writer.write(frame)
-                    if written % 5 == 0 or written == n_frames - 1:
-                        report("render", (written + 1) / n_frames, f"Rendering frame {written + 1} of {n_frames}")
-            finally:
-                for stream in streams:
-                    stream.close()
-            lap("render")
-            report("encode", 1.0, "Finishing the video")
+        try:
+            report("audio", 0.0, "Reading the speech")
+            samples = load_audio(Path(audio), max_seconds=self.limits.max_audio_seconds)
+            n_frames = audio_frame_count(len(samples))
+            with VideoWriter(target, fps=FPS, audio_path=Path(audio)) as writer:  # fails now if target is unwritable
+                lap("audio_load")
+                report("features", 0.0, "Audio features")
+                features = hubert_features(self.networks["hubert"], samples)
+                lap("audio")
+                plans = []
+                for number, (label, controls) in enumerate(variants):
+                    report("face", number / len(variants), "Finding the face")
+                    registered = self.register(source, controls)
+                    lap("face")
+                    report("motion", number / len(variants), "Generating motion")
+                    plans.append(self._offline_plan(registered, features, n_frames, controls, defaults, label, cancel))
+                    lap("motion")
+                streams = [plan.frames() for plan in plans]
+                first_frame = None
+                try:
+                    for written, frames in enumerate(zip(*streams, strict=True)):
+                        tiles = [(plan.label, frame) for plan, frame in zip(plans, frames, strict=True)]
+                        frame = tiles[0][1] if len(tiles) == 1 else tile_frames(tiles, columns)
+                        if first_frame is None:
+                            first_frame = time.perf_counter() - started
+                        writer.write(frame)
+                        if written % 5 == 0 or written == n_frames - 1:
+                            report("render", (written + 1) / n_frames, f"Rendering frame {written + 1} of {n_frames}")
+                finally:
+                    for stream in streams:
+                        stream.close()
+                lap("render")
+                report("encode", 1.0, "Finishing the video")
+        except BaseException:
+            release_memory()  # an aborted run's cached GPU blocks go back before the next request
+            raise
         lap("encode")
         total = time.perf_counter() - started
         first = plans[0]
@@ -357,8 +362,12 @@ class Pipeline:
         ]
         # Small queues: buffered frames are latency when the stream runs behind real time.
         runner = Runner(stages, cancel=cancel, queue_size=2)
-        for index, image in runner.run(audio_chunks):
-            yield StreamFrame(index=index, timestamp=index / FPS, image=image, produced_at=time.perf_counter())
+        try:
+            for index, image in runner.run(audio_chunks):
+                yield StreamFrame(index=index, timestamp=index / FPS, image=image, produced_at=time.perf_counter())
+        except BaseException:  # a disconnected or failed stream (GeneratorExit included)
+            release_memory()
+            raise
 
 
 @dataclass
