@@ -151,7 +151,13 @@ def resolve_checkpoints(
 
     A local folder (``DITTO_CHECKPOINTS`` or ``local``) is used as it is: it must exist, but it may be partial
     (a caller that needs a missing file gets a :class:`CheckpointError` naming it when it loads that network).
+    ``backend="auto"`` fetches the set the engine's automatic choice will read (TensorRT's where it is usable,
+    else PyTorch's).
     """
+    if backend == "auto":
+        from ditto_demo.engine.host import probe_host
+
+        backend = "tensorrt" if probe_host().tensorrt_usable else "torch"
     chosen = os.environ.get(CHECKPOINTS_ENV) or (os.fspath(local) if local is not None else None)
     if chosen:
         root = Path(chosen).expanduser()

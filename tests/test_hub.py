@@ -156,3 +156,9 @@ def test_corrupted_cached_file_is_named_with_the_repair(clean_cache: Path, seed0
     assert main(["verify", "--backend", "torch"]) == 2
     (snapshot / "ditto_pytorch/models/decoder.pth").resolve().unlink()  # a blob deleted by hand
     assert "decoder.pth" in " ".join(verify_checkpoints(snapshot, "torch"))
+
+
+def test_auto_fetches_the_set_auto_will_use(clean_cache: Path) -> None:
+    """Without TensorRT here, "auto" means the PyTorch set (and the fix names it)."""
+    with pytest.raises(CheckpointsUnavailableError, match="download --backend torch"):
+        resolve_checkpoints("auto", progress=False)

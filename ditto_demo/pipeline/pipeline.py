@@ -156,8 +156,7 @@ class Pipeline:
         limits: Limits | None = None,
         source_cache_size: int = 4,
     ) -> None:
-        hub_backend = backend if backend in ("torch", "onnx", "tensorrt") else "torch"
-        self.root = resolve_checkpoints(hub_backend, local=checkpoints)
+        self.root = resolve_checkpoints(backend, local=checkpoints)
         self.networks = Networks(self.root, backend, device)
         self.limits = limits or Limits()
         self.sources = SourceCache(max_entries=source_cache_size)
