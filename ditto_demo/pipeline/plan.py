@@ -95,14 +95,11 @@ def emotion_for(controls: Controls, defaults: ReleasedDefaults, n_frames: int) -
     base = emotion_table(defaults.emotion) if controls.emotion is None else _emotion_vector(controls.emotion)[None]
     if not controls.emotion_timeline:
         return base.astype(np.float32)
-    table = np.empty((max(n_frames, 1), 8), np.float32)
-    times = np.arange(len(table)) / FPS
-    for frame, time in enumerate(times):
-        current = base[frame % len(base)]
-        for start, value in controls.emotion_timeline:
-            if start <= time:
-                current = _emotion_vector(value)
-        table[frame] = current
+    frames = max(n_frames, 1)
+    table = base[np.arange(frames) % len(base)].astype(np.float32)  # the base, cyclic when it is a table
+    times = np.arange(frames) / FPS
+    for start, value in controls.emotion_timeline:  # later entries override earlier ones from their start on
+        table[times >= start] = _emotion_vector(value)
     return table
 
 
