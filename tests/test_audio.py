@@ -21,7 +21,9 @@ from ditto_demo.pipeline.audio import (
     online_feature_count,
     online_hubert_features,
     online_window_starts,
+    silence_block,
     silence_features,
+    tile_silence,
 )
 from ditto_demo.pipeline.ffmpeg import ffmpeg_executable
 
@@ -267,3 +269,24 @@ def test_silence_features_are_offline_zero_audio() -> None:
     assert warm.shape == (70, 1024)
     np.testing.assert_array_equal(warm, hubert_features(hubert, np.zeros(70 * 640, np.float32)))
     assert silence_features(hubert, 0).shape == (0, 1024)
+
+
+class BiasedHubert(ProjectionHubert):
+    """ProjectionHubert plus a different bias per output frame, so an all-zero window gives non-zero rows."""
+
+    def __call__(self, *, input_values: np.ndarray) -> dict[str, np.ndarray]:
+        out = super().__call__(input_values=input_values)["encoding_out"]
+        return {"encoding_out": out + np.arange(20, dtype=np.float32)[:, None] * np.linspace(-1, 1, 1024)}
+
+
+@pytest.mark.parametrize("frames", [1, 4, 5, 7, 70, 75, 81])
+def test_silence_features_take_one_hubert_call_and_equal_the_offline_path(frames: int) -> None:
+    slow = BiasedHubert()
+    expected = hubert_features(slow, np.zeros(frames * 640, np.float32))
+    assert slow.calls == -(-frames // 5)
+    fast = BiasedHubert()
+    warm = silence_features(fast, frames)
+    assert fast.calls == 1
+    assert np.abs(warm).max() > 0  # the bias makes the check meaningful
+    np.testing.assert_array_equal(warm, expected)
+    np.testing.assert_array_equal(tile_silence(silence_block(fast), frames), expected)

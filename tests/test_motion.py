@@ -502,3 +502,84 @@ def test_end_to_end_streaming_with_tiny_networks(tiny_networks: Networks) -> Non
     assert len(rows) == streaming_frame_count(online_feature_count(audio.size), 70) == 180
     assert np.isfinite(np.array(rows)).all()
     assert motion.first_frame_motion is not None
+
+
+def _zero_hubert(*, input_values: np.ndarray) -> dict[str, np.ndarray]:
+    return {"encoding_out": np.zeros((20, 1024), np.float32)}
+
+
+def _samples_before_first_frame(overlap: int, emit_first_clip: bool) -> tuple[int, int]:
+    """Push audio one 40 ms frame at a time through HubertStream → StreamingMotion; (samples, rows) at first rows."""
+    features = HubertStream(_zero_hubert)
+    stream = StreamingMotion(FrameIdLMDM(per_clip=False), _conditioning(),
+                             MotionOptions(steps=1, overlap=overlap, seed=0), _warmup,
+                             emit_first_clip=emit_first_clip)
+    pushed = 0
+    while pushed < 16000 * 3:
+        step = 80  # 5 ms: fine enough to find the exact sample to within the HuBERT window arithmetic
+        pushed += step
+        rows = [r for block in features.push(np.zeros(step, np.float32)) for r in stream.push(block)]
+        if rows:
+            return pushed, len(rows)
+    raise AssertionError("no frame in 3 s of audio")
+
+
+def test_low_latency_overlap_is_one_hubert_block() -> None:
+    from ditto_demo.pipeline.audio import BLOCK_FRAMES
+    from ditto_demo.pipeline.motion import LOW_LATENCY_OVERLAP, SEQ_FRAMES
+
+    assert SEQ_FRAMES - LOW_LATENCY_OVERLAP == BLOCK_FRAMES
+
+
+@pytest.mark.parametrize(
+    ("overlap", "early", "samples", "rows"),
+    [
+        (75, True, 4560, 5),  # the first HuBERT window: 200 ms of frames + 85 ms look-ahead = 285 ms
+        (70, True, 4560 + 3200, 10),  # two windows: 485 ms
+        (75, False, 4560 + 3200, 5),  # the reference discards the first clip: 485 ms
+        (70, False, 4560 + 3 * 3200, 10),  # stock online cfg as the reference runs it: 885 ms
+    ],
+)
+def test_audio_needed_before_the_first_frame(overlap: int, early: bool, samples: int, rows: int) -> None:
+    assert _samples_before_first_frame(overlap, early) == (samples, rows)
+
+
+def test_motion_smoothness_sees_seam_jumps() -> None:
+    from ditto_demo.pipeline.motion import motion_smoothness
+
+    t = np.arange(60, dtype=np.float64)
+    smooth = np.repeat(np.sin(t / 7.0)[:, None], 265, axis=1)
+    plain = motion_smoothness(smooth, 5)
+    assert 0.8 < plain["seam_ratio"] < 1.25
+    jumpy = smooth + np.repeat((t // 5)[:, None] * 0.5, 265, axis=1)  # a 0.5 jump at every multiple of 5
+    rough = motion_smoothness(jumpy, 5)
+    assert rough["seam_ratio"] > 3
+    assert rough["accel_rms"] > 3 * plain["accel_rms"]
+    with pytest.raises(ValueError, match="L ≥ 3"):
+        motion_smoothness(smooth[:2], 5)
+
+
+def test_early_emission_spreads_a_clip_disagreement_over_the_next_block() -> None:
+    """O = 75, early emission, clips that disagree by a whole offset (FrameIdLMDM adds 1000 per clip).
+
+    The reference cross-fades the disagreement over rows it has not shown yet: 200 per frame, perfectly even. Shown
+    rows cannot be revised, so early emission absorbs it over the next block: the step into a seam frame is larger
+    than the others (measured 361 vs 159 here, ratio 2.3) but never a whole-offset jump, and the mean slope is the
+    reference's. When consecutive clips agree, early emission changes nothing but the timing (test above).
+    """
+    from ditto_demo.pipeline.motion import motion_smoothness
+
+    opts = MotionOptions(steps=1, overlap=75, seed=0, smooth_kernel=1)
+    ref = StreamingMotion(FrameIdLMDM(), _conditioning(), opts, _warmup)
+    early = StreamingMotion(FrameIdLMDM(), _conditioning(), opts, _warmup, emit_first_clip=True)
+    ref_before, _, ref_after = _run_stream(ref, 200)
+    early_before, _, early_after = _run_stream(early, 200)
+    ref_rows, early_rows = np.array(ref_before + ref_after), np.array(early_before + early_after)
+    assert len(ref_rows) == len(early_rows)
+    a = motion_smoothness(ref_rows[:-10], 5, slice(202, 265))
+    b = motion_smoothness(early_rows[:-10], 5, slice(202, 265))
+    assert a["seam_ratio"] == pytest.approx(1.0, abs=1e-6)
+    assert 1.5 < b["seam_ratio"] < 2.5
+    assert np.abs(np.diff(early_rows[5:-10, 202])).max() < 0.4 * CLIP_CONST
+    slope = np.polyfit(np.arange(5, 180), early_rows[5:180, 202], 1)[0]
+    assert slope == pytest.approx(np.polyfit(np.arange(5, 180), ref_rows[5:180, 202], 1)[0], rel=0.02)

@@ -57,7 +57,9 @@ __all__ = [
     "online_feature_count",
     "online_hubert_features",
     "online_window_starts",
+    "silence_block",
     "silence_features",
+    "tile_silence",
 ]
 
 log = logging.getLogger(__name__)
@@ -237,11 +239,27 @@ def hubert_features(hubert: HubertFn, audio: np.ndarray) -> np.ndarray:
 
 
 def silence_features(hubert: HubertFn, num_frames: int) -> np.ndarray:
-    """Offline features of ``num_frames`` × 640 zero samples: the streaming warm-up ("silence") rows."""
+    """Offline features of ``num_frames`` × 640 zero samples: the streaming warm-up ("silence") rows.
+
+    Equal to :func:`hubert_features` on that many zeros, computed with ONE HuBERT call: zeros padded with zeros make
+    every window the same all-zero window, so every 5-row block is the same. A stream start (O = 75 rows, 15
+    windows) therefore costs one window instead of fifteen, and callers can cache the block (see
+    :func:`silence_block`).
+    """
     if num_frames <= 0:
         return np.zeros((0, HUBERT_DIM), dtype=np.float32)
-    # ⌈n·640 / 640⌉ = n, so exactly num_frames rows come back
-    return hubert_features(hubert, np.zeros(num_frames * SAMPLES_PER_FRAME, dtype=np.float32))
+    return tile_silence(silence_block(hubert), num_frames)
+
+
+def silence_block(hubert: HubertFn) -> np.ndarray:
+    """The (5, 1024) features of one all-zero window: the repeating unit of :func:`silence_features`."""
+    return hubert_block(hubert, np.zeros(WINDOW_SAMPLES, dtype=np.float32))
+
+
+def tile_silence(block: np.ndarray, num_frames: int) -> np.ndarray:
+    """``num_frames`` rows of silence features from a cached :func:`silence_block` (a fresh array)."""
+    repeats = -(-max(num_frames, 0) // BLOCK_FRAMES)
+    return np.ascontiguousarray(np.tile(np.asarray(block, dtype=np.float32), (repeats, 1))[:num_frames])
 
 
 class HubertStream:

@@ -18,8 +18,11 @@ never is. All of this follows the reference's ``audio2motion.py`` and the two pi
   row that is final — identical for O ≥ 40, including the stock O = 70 and the extra tail frames.
 * Streaming, very short input: when the whole stream fits in the first window the reference emits no frame at all;
   we emit that clip's real frames.
-* Streaming, ``emit_first_clip=True`` (off by default): rows are emitted as soon as they are generated instead of
-  one clip later, after their cross-fade — see :class:`StreamingMotion`.
+* Streaming, ``emit_first_clip=True`` (off by default here; on in :meth:`Pipeline.stream`): rows are emitted as soon
+  as they are generated instead of one clip later, after their cross-fade — see :class:`StreamingMotion`.
+* Streaming, :data:`LOW_LATENCY_OVERLAP` (O = 75 instead of the stock online cfg's 70) is what
+  :meth:`Pipeline.stream` uses unless the caller sets an overlap: every 5-row HuBERT block then completes a window,
+  so with ``emit_first_clip`` the first frames follow the first block of speech (see that constant).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from ditto_demo.pipeline.conditioning import COND_DIM, Conditioning
 from ditto_demo.pipeline.motion_space import MOTION_DIM, SMOOTHED_DIMS
 
 __all__ = [
+    "LOW_LATENCY_OVERLAP",
     "SEQ_FRAMES",
     "LMDMFn",
     "MotionOptions",
@@ -46,6 +50,7 @@ __all__ = [
     "draw_seed",
     "fuse_weights",
     "generate_motion",
+    "motion_smoothness",
     "sample_clip",
     "smooth_motion",
     "streaming_frame_count",
@@ -56,6 +61,14 @@ log = logging.getLogger(__name__)
 #: Frames per LMDM clip (3.2 s at 25 fps): fixed by the released network.
 SEQ_FRAMES = 80
 _AUDIO_DIM = 1024
+
+#: Streaming overlap chosen for latency: V = 80 − 75 = 5 new frames per clip, exactly one HuBERT block (5 frames,
+#: one 3200-sample hop). With O = 70 (stock online cfg) a window needs two blocks, so the first frame waits for
+#: audio up to 485 ms even when the first clip is emitted; with O = 75 it follows the first block, i.e. audio up to
+#: 285 ms (200 ms of frames + the window's 85 ms look-ahead), the least the released HuBERT windows allow. The price
+#: is one LMDM clip per 200 ms instead of per 400 ms, and a seam (cross-faded over F = 5 frames) every 5 frames; the
+#: maintainers quote "70~75" for their own streaming deployments. The benchmark reports the effect on smoothness.
+LOW_LATENCY_OVERLAP = 75
 
 #: One guided denoising step as the engine exposes it:
 #: ``lmdm(x=(1,80,265), cond_frame=(1,265), cond=(1,80,1103), time_cond=(1,) int64) -> {"pred_noise", "x_start"}``.
@@ -177,6 +190,33 @@ def clip_motion(motion: np.ndarray, clip_range: np.ndarray | None) -> np.ndarray
     if clip_range is None:
         return motion.copy()
     return np.clip(motion, clip_range[0], clip_range[1]).astype(np.float32)
+
+
+def motion_smoothness(motion: np.ndarray, period: int, dims: slice = slice(None)) -> dict[str, float]:
+    """How smooth a motion sequence (L, 265) is, and whether its clip seams show.
+
+    * ``accel_rms``: RMS of the second difference m[k+1] − 2·m[k] + m[k−1] over frames and ``dims`` — overall jitter.
+    * ``seam_step_rms`` / ``step_rms``: RMS of the frame-to-frame step m[k] − m[k−1] into a seam frame (k a positive
+      multiple of ``period``, where a new clip's rows start) and into every other frame.
+    * ``seam_ratio``: their quotient; ≈ 1 means seams are indistinguishable from ordinary frames, ≫ 1 a visible jump.
+
+    A diagnostic for the streaming emission choices (``period`` = V), not a perceptual metric.
+    """
+    rows = np.asarray(motion, dtype=np.float64)[:, dims]
+    if rows.ndim != 2 or len(rows) < 3 or period < 1:
+        raise ValueError(f"need (L ≥ 3, D) motion and a period ≥ 1; got {np.shape(motion)} and {period}")
+    step = np.diff(rows, axis=0)  # step[k − 1] = m[k] − m[k − 1]
+    accel = np.diff(rows, n=2, axis=0)
+    index = np.arange(1, len(rows))
+    seam = index % period == 0
+    rms = lambda values: float(np.sqrt(np.mean(np.square(values)))) if values.size else float("nan")  # noqa: E731
+    seam_rms, other_rms = rms(step[seam]), rms(step[~seam])
+    return {
+        "accel_rms": rms(accel),
+        "seam_step_rms": seam_rms,
+        "step_rms": other_rms,
+        "seam_ratio": seam_rms / other_rms if other_rms > 0 else float("nan"),
+    }
 
 
 def streaming_frame_count(num_features: int, overlap: int) -> int:

@@ -70,12 +70,19 @@ def registration_options(controls: Controls, defaults: ReleasedDefaults, limits:
     )
 
 
-def motion_options(controls: Controls, defaults: ReleasedDefaults) -> MotionOptions:
-    """Sampler and clip options, with the seed resolved (a fresh one when none was asked for)."""
+def motion_options(
+    controls: Controls, defaults: ReleasedDefaults, *, default_overlap: int | None = None
+) -> MotionOptions:
+    """Sampler and clip options, with the seed resolved (a fresh one when none was asked for).
+
+    ``default_overlap`` replaces the checkpoint's overlap when the controls leave it unset (the low-latency stream
+    uses :data:`~ditto_demo.pipeline.motion.LOW_LATENCY_OVERLAP`); an overlap the user chose always wins.
+    """
+    fallback = defaults.overlap if default_overlap is None else default_overlap
     return MotionOptions(
         steps=int(controls.steps if controls.steps is not None else defaults.steps),
         seed=controls.seed,
-        overlap=int(controls.overlap if controls.overlap is not None else defaults.overlap),
+        overlap=int(controls.overlap if controls.overlap is not None else fallback),
         fix_kp_cond=defaults.fix_kp_cond,
         fix_kp_cond_dim=defaults.fix_kp_cond_dim,
         smooth_kernel=int(controls.motion_smoothing if controls.motion_smoothing is not None
