@@ -105,3 +105,54 @@ def test_missing_file_and_missing_root(seed0_root: Path, tmp_path: Path) -> None
         load_network("nope", root)
     with pytest.raises(ValueError, match="backend must be one of"):
         load_network("lmdm", root, backend="jax")
+
+
+# --------------------------------------------------------------------------------------------- torch.compile
+
+
+def test_compile_mode_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ditto_demo.engine.backends.torch_backend import COMPILE_ENV, compile_mode_from_env
+    from ditto_demo.errors import BackendUnavailableError
+
+    monkeypatch.delenv(COMPILE_ENV, raising=False)
+    assert compile_mode_from_env() == "off"
+    monkeypatch.setenv(COMPILE_ENV, " Max-Autotune-No-Cudagraphs ")
+    assert compile_mode_from_env() == "max-autotune-no-cudagraphs"
+    monkeypatch.setenv(COMPILE_ENV, "fast")
+    with pytest.raises(BackendUnavailableError, match=r"DITTO_TORCH_COMPILE='fast'.*off, default"):
+        compile_mode_from_env()
+
+
+def test_cuda_graph_mode_is_refused_on_the_cpu(seed0_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ditto_demo.errors import BackendUnavailableError
+
+    monkeypatch.setenv("DITTO_TORCH_COMPILE", "reduce-overhead")
+    with pytest.raises(BackendUnavailableError, match="needs --device cuda"):
+        load_network("stitch_network", seed0_root, backend="torch", device="cpu")
+
+
+def test_compiled_network_runs_through_the_same_interface(seed0_root: Path) -> None:
+    """torch.compile with the graph-capturing ``aot_eager`` backend (no C++ toolchain needed): same numbers."""
+    from ditto_demo.engine.backends.torch_backend import TorchNetwork
+    from ditto_demo.engine.checkpoints import build_module
+
+    spec = get_spec("stitch_network")
+    eager = load_network("stitch_network", seed0_root, backend="torch", device="cpu")
+    compiled = TorchNetwork(spec, build_module(spec, seed0_root), "cpu", compile_mode="default",
+                            compile_backend="aot_eager")
+    feeds = seed0_inputs("stitch_network")
+    for _ in range(2):  # the first call traces and compiles, the second reuses it
+        np.testing.assert_allclose(compiled(**feeds)["out"], eager(**feeds)["out"], rtol=1e-6, atol=1e-6)
+    assert relative_error(compiled(**feeds), "stitch_network") < 1e-3
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="Inductor on CPU needs a C++ compiler (packages-test.txt installs g++)")
+def test_inductor_compiled_network_matches_conformance(seed0_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real TorchInductor path on the CPU, enabled through the environment as a user would."""
+    monkeypatch.setenv("DITTO_TORCH_COMPILE", "default")
+    net = load_network("stitch_network", seed0_root, backend="torch", device="cpu")
+    assert net.compile_mode == "default"
+    outputs = net(**seed0_inputs("stitch_network"))
+    assert relative_error(outputs, "stitch_network") < 1e-3

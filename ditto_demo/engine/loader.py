@@ -79,11 +79,11 @@ def choose_backend(spec: NetworkSpec, root: Path, backend: str = "auto", device:
 
 
 def _load_torch(spec: NetworkSpec, root: Path, device: str) -> Network:
-    from ditto_demo.engine.backends.torch_backend import TorchNetwork
+    from ditto_demo.engine.backends.torch_backend import TorchNetwork, compile_mode_from_env
     from ditto_demo.engine.checkpoints import build_module, configured_input_shapes, model_config
 
     shapes = configured_input_shapes(spec, model_config(root))
-    return TorchNetwork(spec, build_module(spec, root), device, shapes)
+    return TorchNetwork(spec, build_module(spec, root), device, shapes, compile_mode=compile_mode_from_env())
 
 
 def _onnx_file(spec: NetworkSpec, root: Path) -> tuple[Path, OnnxSource]:
