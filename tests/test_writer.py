@@ -11,8 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ditto_demo.errors import DittoError, InputError
-from ditto_demo.pipeline.writer import VideoWriter
+from ditto_demo.errors import BackendUnavailableError, DittoError, InputError
+from ditto_demo.pipeline import writer as writer_module
+from ditto_demo.pipeline.writer import EncoderSettings, VideoWriter
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SPEECH = ASSETS / "speech_en.wav"
@@ -147,4 +148,163 @@ def test_no_frames_or_changing_size_are_errors_without_output(tmp_path: Path) ->
         writer.write(_frames(1, width=32)[0])
     with pytest.raises(InputError, match="uint8"):
         VideoWriter(tmp_path / "z.mp4").write(np.zeros((8, 8, 3), np.float32))
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- encoder settings -----------------------------------------------------------------------------------------
+
+
+def _frame_types(path: Path) -> str:
+    """The picture types of the video's frames in decode order, e.g. ``"IPPP"``."""
+    command = ["ffprobe", "-v", "error", "-select_streams", "v:0", "-show_entries", "frame=pict_type",
+               "-of", "csv=p=0", str(path)]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return "".join(line.strip().strip(",") for line in out.splitlines() if line.strip())
+
+
+def test_default_settings_are_todays_x264_medium_crf_18() -> None:
+    assert EncoderSettings() == EncoderSettings(codec="libx264", preset="medium", crf=18, tune=None)
+    assert EncoderSettings().ffmpeg_args() == ["-c:v", "libx264", "-preset", "medium", "-crf", "18"]
+    assert EncoderSettings(preset=None, crf=0).ffmpeg_args() == ["-c:v", "libx264", "-crf", "0"]
+    streaming = EncoderSettings.streaming()
+    assert streaming.ffmpeg_args() == [
+        "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-crf", "18",
+    ]  # fmt: skip
+
+
+def test_nvenc_arguments_use_its_own_presets_and_constant_quality() -> None:
+    args = EncoderSettings(codec="h264_nvenc").ffmpeg_args()
+    assert args == ["-c:v", "h264_nvenc", "-preset", "p4", "-rc", "vbr", "-cq", "18", "-b:v", "0"]
+    assert EncoderSettings(codec="h264_nvenc", preset="ultrafast").ffmpeg_args()[3] == "p1"
+    assert EncoderSettings(codec="h264_nvenc", preset="veryslow").ffmpeg_args()[3] == "p7"
+    assert EncoderSettings(codec="h264_nvenc", preset="p6").ffmpeg_args()[3] == "p6"
+    low_latency = EncoderSettings(codec="h264_nvenc", preset="ultrafast", tune="zerolatency").ffmpeg_args()
+    assert low_latency[4:8] == ["-tune", "ull", "-bf", "0"]
+    # -cq 0 is NVENC's "choose for me", so the lossless CRF 0 asks for its best quality instead.
+    assert EncoderSettings(codec="h264_nvenc", crf=0).ffmpeg_args()[-4:] == ["-cq", "1", "-b:v", "0"]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"codec": "libx265"}, "libx264, h264_nvenc"),
+        ({"preset": "turbo"}, "ultrafast, superfast"),
+        ({"preset": "p4"}, "not a libx264 preset"),  # NVENC's names are not x264's
+        ({"codec": "h264_nvenc", "preset": "p8"}, "p1, p2"),
+        ({"crf": -1}, "0 to 51"),
+        ({"crf": 52}, "0 to 51"),
+        ({"crf": 18.0}, "whole number"),
+        ({"crf": True}, "whole number"),
+        ({"tune": "fast"}, "zerolatency"),
+        ({"codec": "h264_nvenc", "tune": "film"}, "not a h264_nvenc tuning"),
+    ],
+)
+def test_bad_settings_are_refused_when_made(kwargs: dict, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        EncoderSettings(**kwargs)
+
+
+def test_from_env_defaults_and_each_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("DITTO_VIDEO_CODEC", raising=False)
+    monkeypatch.delenv("DITTO_X264_PRESET", raising=False)
+    assert EncoderSettings.from_env() == EncoderSettings()
+    assert EncoderSettings.from_env({"DITTO_VIDEO_CODEC": "", "DITTO_X264_PRESET": ""}) == EncoderSettings()
+    assert EncoderSettings.from_env({"DITTO_X264_PRESET": " VeryFast "}) == EncoderSettings(preset="veryfast")
+    assert EncoderSettings.from_env({"DITTO_VIDEO_CODEC": "libx264"}) == EncoderSettings()
+    nvenc = EncoderSettings.from_env({"DITTO_VIDEO_CODEC": "h264_nvenc", "DITTO_X264_PRESET": "fast"})
+    assert nvenc == EncoderSettings(codec="h264_nvenc", preset="fast")
+    monkeypatch.setenv("DITTO_X264_PRESET", "ultrafast")
+    assert EncoderSettings.from_env().preset == "ultrafast"  # os.environ when no mapping is given
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"DITTO_VIDEO_CODEC": "nvenc"}, r"DITTO_VIDEO_CODEC='nvenc'.*libx264 \(the default\), h264_nvenc or auto"),
+        ({"DITTO_X264_PRESET": "p4"}, r"DITTO_X264_PRESET='p4'.*ultrafast, .*veryslow \(default medium\)"),
+    ],
+)
+def test_from_env_names_the_variable_and_the_allowed_values(env: dict[str, str], message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        EncoderSettings.from_env(env)
+
+
+def test_auto_uses_nvenc_only_when_listed_with_a_gpu_and_working(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch = pytest.importorskip("torch")
+    auto = {"DITTO_VIDEO_CODEC": "auto", "DITTO_X264_PRESET": "fast"}
+    with_nvenc = frozenset({"libx264", "h264_nvenc"})
+    monkeypatch.setattr(writer_module, "_nvenc_trial", lambda: None)
+
+    monkeypatch.setattr(writer_module, "ffmpeg_encoders", lambda: frozenset({"libx264"}))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert EncoderSettings.from_env(auto) == EncoderSettings(preset="fast")  # ffmpeg lacks it
+
+    monkeypatch.setattr(writer_module, "ffmpeg_encoders", lambda: with_nvenc)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert EncoderSettings.from_env(auto).codec == "libx264"  # no GPU
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert EncoderSettings.from_env(auto) == EncoderSettings(codec="h264_nvenc", preset="fast")
+
+    # Listed and a GPU, but no encoder on it (A100/H100/H200 have none): the trial frame fails.
+    monkeypatch.setattr(writer_module, "_nvenc_trial", lambda: "no NVENC encoder could be opened")
+    assert EncoderSettings.from_env(auto).codec == "libx264"
+
+
+def test_ffmpeg_encoders_lists_libx264_and_no_legend() -> None:
+    encoders = writer_module.ffmpeg_encoders()
+    assert "libx264" in encoders
+    assert not any("=" in name or name.startswith("-") for name in encoders)
+    assert writer_module.ffmpeg_encoders() is encoders  # asked once per process
+
+
+@pytest.mark.parametrize(
+    "settings", [EncoderSettings(), EncoderSettings(preset="ultrafast")], ids=["medium", "ultrafast"]
+)
+def test_default_and_ultrafast_files_are_h264_with_every_frame(tmp_path: Path, settings: EncoderSettings) -> None:
+    out = tmp_path / "result.mp4"
+    with VideoWriter(out, fps=25, audio_path=SPEECH, encoder=settings) as writer:
+        for frame in _frames(30):
+            writer.write(frame)
+    info = _probe(out)
+    video = next(s for s in info["streams"] if s["codec_type"] == "video")
+    assert (video["codec_name"], video["pix_fmt"]) == ("h264", "yuv420p")
+    assert int(video["nb_read_frames"]) == 30
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["result.mp4"]
+
+
+def test_writer_without_settings_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DITTO_X264_PRESET", "ultrafast")
+    monkeypatch.delenv("DITTO_VIDEO_CODEC", raising=False)
+    assert VideoWriter(tmp_path / "x.mp4").encoder == EncoderSettings(preset="ultrafast")
+    monkeypatch.setenv("DITTO_X264_PRESET", "warp9")
+    with pytest.raises(InputError, match="DITTO_X264_PRESET"):
+        VideoWriter(tmp_path / "y.mp4")
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".y.")] == []
+
+
+def test_live_chunks_use_the_streaming_profile(tmp_path: Path) -> None:
+    from ditto_demo.ui.live_tab import _write_chunk
+
+    samples = np.zeros(25 * 640, np.float32)
+    path = _write_chunk(tmp_path, 0, _frames(25), samples)
+    assert _frame_types(path) == "I" + "P" * 24  # a keyframe first, then no B-frames (zerolatency)
+    assert int(_probe(path)["streams"][0]["nb_read_frames"]) == 25
+
+
+def test_nvenc_missing_from_ffmpeg_fails_before_any_frame(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(writer_module, "ffmpeg_encoders", lambda: frozenset({"libx264"}))
+    with pytest.raises(BackendUnavailableError, match=r"h264_nvenc.*built without it.*DITTO_VIDEO_CODEC=libx264"):
+        VideoWriter(tmp_path / "x.mp4", audio_path=SPEECH, encoder=EncoderSettings(codec="h264_nvenc"))
+    monkeypatch.setenv("DITTO_VIDEO_CODEC", "h264_nvenc")  # the same when chosen by the environment
+    with pytest.raises(BackendUnavailableError, match="h264_nvenc"):
+        VideoWriter(tmp_path / "x.mp4")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_nvenc_listed_but_unusable_fails_before_any_frame(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(writer_module, "ffmpeg_encoders", lambda: frozenset({"libx264", "h264_nvenc"}))
+    monkeypatch.setattr(writer_module, "_nvenc_trial", lambda: "no NVENC encoder could be opened on this machine")
+    with pytest.raises(BackendUnavailableError, match="could be opened"):
+        VideoWriter(tmp_path / "x.mp4", encoder=EncoderSettings(codec="h264_nvenc"))
     assert list(tmp_path.iterdir()) == []

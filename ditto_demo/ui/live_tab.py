@@ -34,7 +34,7 @@ from gradio.context import Context
 from ditto_demo.errors import DittoError, InputError
 from ditto_demo.pipeline.audio import SAMPLE_RATE, SAMPLES_PER_FRAME, audio_frame_count, load_audio
 from ditto_demo.pipeline.controls import Controls, control_info
-from ditto_demo.pipeline.writer import VideoWriter
+from ditto_demo.pipeline.writer import EncoderSettings, VideoWriter
 from ditto_demo.ui.common import PathRedactor, public_errors, user_errors
 from ditto_demo.ui.service import DemoService
 from ditto_demo.ui.transport import GradioStreamTransport, format_stats
@@ -81,12 +81,16 @@ def _write_wav(path: Path, samples: np.ndarray) -> None:
 
 
 def _write_chunk(folder: Path, number: int, frames: list[np.ndarray], samples: np.ndarray) -> Path:
-    """One playable piece: the frames as H.264 with exactly their duration of speech as AAC."""
+    """One playable piece: the frames as H.264 with exactly their duration of speech as AAC.
+
+    Encoded with the streaming profile (x264 ultrafast, zerolatency): the chunk is written while the viewer waits
+    for it, so encode time is latency, and a chunk played once does not need the offline files' compression.
+    """
     wav = folder / f"chunk-{number:04d}.wav"
     _write_wav(wav, samples)
     target = folder / f"chunk-{number:04d}.mp4"
     try:
-        with VideoWriter(target, fps=_FPS, audio_path=wav) as writer:
+        with VideoWriter(target, fps=_FPS, audio_path=wav, encoder=EncoderSettings.streaming()) as writer:
             for frame in frames:
                 writer.write(frame)
     finally:
