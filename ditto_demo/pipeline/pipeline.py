@@ -15,6 +15,7 @@ import logging
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from ditto_demo.engine import release_memory
 from ditto_demo.errors import InputError
@@ -40,6 +42,7 @@ from ditto_demo.pipeline.controls import Controls
 from ditto_demo.pipeline.motion import StreamingMotion, generate_motion
 from ditto_demo.pipeline.motion_space import MotionDict, unpack_motion
 from ditto_demo.pipeline.networks import Networks
+from ditto_demo.pipeline.paste_tensor import TensorPasteBack, make_paste_back
 from ditto_demo.pipeline.plan import (
     FPS,
     Limits,
@@ -49,10 +52,10 @@ from ditto_demo.pipeline.plan import (
     stitch_options,
 )
 from ditto_demo.pipeline.registration import SourceCache
-from ditto_demo.pipeline.render import PasteBack, compose_output, decoder_output_to_image
+from ditto_demo.pipeline.render import PasteBack, decoder_output_to_image, pasted_output
 from ditto_demo.pipeline.runner import CancelledError, Runner, Stage
 from ditto_demo.pipeline.stitching import MotionStitcher
-from ditto_demo.pipeline.types import Source
+from ditto_demo.pipeline.types import Source, SourceFrame
 from ditto_demo.pipeline.writer import VideoWriter
 
 __all__ = ["Pipeline", "ProgressFn", "Result", "StreamFrame", "tile_frames"]
@@ -101,35 +104,92 @@ class StreamFrame:
 
 
 class _Renderer:
-    """The per-frame stages shared by both paths: stitch → warp → decode → compose."""
+    """The per-frame stages shared by both paths: stitch → warp → decode → compose.
 
-    def __init__(self, networks: Networks, source: Source, stitcher: MotionStitcher, framing: str) -> None:
+    Warp and decode call the networks' tensor fast path (``run_tensors``), so between them nothing leaves the
+    device: the source frame's appearance feature is uploaded once per source frame (a still portrait: once per
+    request) instead of being copied in and out of host memory every frame. The paste-back comes from
+    :func:`make_paste_back` for the decoder's device: on the CPU it is the host's cv2 paste-back (the decoder
+    output is turned into a host image in the decode stage, as before, with bit-identical results); elsewhere the
+    render stays on the device and only the pasted face box comes back. ``paste`` overrides the choice (tests).
+    """
+
+    #: Source frames whose appearance stays uploaded. Frames arrive in order (a still image: always frame 0; a video:
+    #: ping-pong, each frame once or twice in a row), so one entry would do; the second is cheap slack. Bounded so a
+    #: long video never holds more than two features on the device.
+    FEATURE_CACHE_SIZE = 2
+
+    def __init__(
+        self,
+        networks: Networks,
+        source: Source,
+        stitcher: MotionStitcher,
+        framing: str,
+        *,
+        paste: PasteBack | TensorPasteBack | None = None,
+    ) -> None:
         self.networks = networks
         self.source = source
         self.stitcher = stitcher
         self.framing = framing
-        self.paste = PasteBack()  # used by the compose stage's single thread only
+        # Chosen by the decode stage's first frame (the decoder's device is known once it is loaded), then used by
+        # the compose stage's single thread; the queue between the two orders the hand-over.
+        self.paste = paste
+        self._features: OrderedDict[tuple[int, torch.device], tuple[SourceFrame, torch.Tensor]] = OrderedDict()
 
     def stitch(self, item: tuple[int, np.ndarray]) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         index, row = item
         x_s, x_d = self.stitcher(index, unpack_motion(row))
         yield index, x_s, x_d
 
-    def warp(self, item: tuple[int, np.ndarray, np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
+    def appearance(self, frame: SourceFrame, device: torch.device) -> torch.Tensor:
+        """``frame``'s appearance feature on ``device``, uploaded on first use (warp stage thread only).
+
+        Entries hold their ``SourceFrame``, so the ``id`` in the key cannot be reused by another frame meanwhile.
+        """
+        key = (id(frame), device)
+        entry = self._features.get(key)
+        if entry is None or entry[0] is not frame:
+            entry = (frame, torch.tensor(frame.appearance, dtype=torch.float32, device=device))
+            self._features[key] = entry
+            while len(self._features) > self.FEATURE_CACHE_SIZE:
+                self._features.popitem(last=False)
+        else:
+            self._features.move_to_end(key)
+        return entry[1]
+
+    def warp(self, item: tuple[int, np.ndarray, np.ndarray]) -> Iterator[tuple[int, torch.Tensor]]:
         index, x_s, x_d = item
-        feature = self.source.frame(index).appearance
-        out = self.networks["warp_network"](feature_3d=feature, kp_source=x_s, kp_driving=x_d)["out"]
-        yield index, out
+        network = self.networks["warp_network"]
+        device = network.torch_device
+        feature = self.appearance(self.source.frame(index), device)
+        out = network.run_tensors(
+            feature_3d=feature, kp_source=_keypoints(x_s, device), kp_driving=_keypoints(x_d, device)
+        )["out"]
+        # Outputs may be views of buffers the network reuses, and the next frame's warp runs while this one is
+        # decoded: hand over a copy.
+        yield index, out.clone()
 
-    def decode(self, item: tuple[int, np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
+    def decode(self, item: tuple[int, torch.Tensor]) -> Iterator[tuple[int, np.ndarray | torch.Tensor]]:
         index, feature = item
-        yield index, decoder_output_to_image(self.networks["decoder"](feature=feature)["output"])
+        network = self.networks["decoder"]
+        if self.paste is None:
+            self.paste = make_paste_back(network.torch_device)
+        output = network.run_tensors(feature=feature)["output"]
+        if isinstance(self.paste, TensorPasteBack):
+            yield index, output.to(torch.float32, copy=True)  # own copy: the buffer may be reused next frame
+        else:
+            yield index, decoder_output_to_image(output.cpu().numpy())
 
-    def compose(self, item: tuple[int, np.ndarray]) -> Iterator[tuple[int, np.ndarray]]:
+    def compose(self, item: tuple[int, np.ndarray | torch.Tensor]) -> Iterator[tuple[int, np.ndarray]]:
         index, render = item
         frame = self.source.frame(index)
-        pasted = None if self.framing == "crop" else self.paste(render, frame.image, frame.crop_to_image)
-        yield index, compose_output(self.framing, pasted, render, frame.image)
+        paste: Any = self.paste  # PasteBack takes the host image, TensorPasteBack the device tensor decode made
+        if self.framing == "crop":
+            yield index, paste.crop(render)
+            return
+        pasted = paste(render, frame.image, frame.crop_to_image)
+        yield index, pasted_output(self.framing, pasted, frame.image)
 
     def stages(self) -> list[Stage]:
         return [
@@ -138,6 +198,11 @@ class _Renderer:
             Stage("decode", self.decode),
             Stage("compose", self.compose),
         ]
+
+
+def _keypoints(points: np.ndarray, device: torch.device) -> torch.Tensor:
+    """Keypoints (1, 21, 3) as a float32 tensor on ``device`` (the binding dtype: run_tensors does not cast)."""
+    return torch.tensor(np.asarray(points, dtype=np.float32), device=device)
 
 
 class Pipeline:

@@ -37,6 +37,7 @@ __all__ = [
     "pad_to_even",
     "paste_back",
     "paste_mask",
+    "pasted_output",
     "render_to_uint8",
     "side_by_side",
 ]
@@ -200,6 +201,10 @@ class PasteBack:
         result[y0:y1, x0:x1] = blended.astype(np.uint8)  # truncation, as the reference's C cast
         return result
 
+    def crop(self, render: np.ndarray) -> np.ndarray:
+        """The bare crop for the "crop" framing, (S, S, 3) uint8: so callers treat every paste-back alike."""
+        return render_to_uint8(render)
+
 
 def paste_back(render512: np.ndarray, frame: np.ndarray, crop_to_image: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """One-off paste-back of ``render512`` (S, S, 3) float 0–255 into ``frame`` (H, W, 3) uint8 (no caching)."""
@@ -234,6 +239,12 @@ def compose_output(
         return render_to_uint8(render)
     if pasted is None:
         raise ValueError(f"layout {layout!r} needs the pasted frame")
+    return pasted_output(layout, pasted, source_frame)
+
+
+def pasted_output(layout: OutputLayout, pasted: np.ndarray, source_frame: np.ndarray) -> np.ndarray:
+    """The frame to write for a layout built from the pasted frame ("full", "side_by_side"); needs no render, so a
+    caller whose render lives on a device does not have to bring it to the host."""
     if layout == "full":
         return pasted
     if layout == "side_by_side":
