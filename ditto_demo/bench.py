@@ -12,15 +12,20 @@ What is measured (perf_anchors.md §4 is the protocol this follows):
   against the same architecture and weights called as a plain eager float32 ``nn.Module`` (no wrapper), interleaved
   call by call so that drift (thermal, other load) hits both alike;
 * **overhead**: the per-frame work outside the networks (stitch maths, image conversion, paste-back, encode, queues),
-  timed directly at 512 × 512 and derived from the offline stage timings;
+  timed directly at 512 × 512 and derived from the offline stage timings; and its **levers**: before / after ms
+  per frame of the device-resident render path (host arrays through warp + decoder + cv2 paste-back, against the
+  renderer's ``run_tensors`` path with the paste-back it picks for the device) and of the paste-back alone (host
+  cv2 against :class:`TensorPasteBack` on the benchmark's device, into a 1080p frame);
 * **memory**: peak RSS per part (the kernel's high-water mark, reset between parts) and, on CUDA, the allocator peak.
 
 Discipline: networks and the portrait are loaded and registered before anything is timed (reported as setup);
 ``warmup`` rounds are run and discarded; offline, burst and paced runs are interleaved round by round; every figure
 is a median with p05 / p95 over ``runs``. A run that produced the wrong number of frames raises instead of
 reporting a speed. Timing is ``time.perf_counter`` on the CPU; per-network calls on CUDA use CUDA events around a
-synchronised call. Pipeline stage timings are the runner's wall clock per stage, which is synchronous on any device
-because every stage hands host arrays to the next.
+synchronised call. Pipeline stage timings are the runner's wall clock per stage. On the CPU each stage's work is
+done when it returns; on a GPU the warp and decode stages hand device tensors on, so their kernels may still run
+after the stage returns and the wait lands in the compose stage (which copies the face box back): there, read the
+render wall time and the levers rather than the split between stages.
 
 This module holds no argument parsing; the CLI maps its flags onto :class:`BenchOptions`.
 """
@@ -88,6 +93,11 @@ _NETWORKS = ("appearance_extractor", "motion_extractor", "warp_network", "decode
              "hubert")
 #: Frames written when timing the encoder on its own.
 _ENCODE_FRAMES = 50
+#: Levers: frames timed one by one per run (after ``_LEVER_WARMUP_FRAMES`` that are not, every run: the first
+#: frame builds caches, uploads the portrait's feature and, on CUDA, picks kernels), and the paste-back's frame.
+_LEVER_FRAMES = 10
+_LEVER_WARMUP_FRAMES = 2
+_LEVER_FRAME_SIZE = (1920, 1080)
 
 
 @dataclass(frozen=True)
@@ -661,6 +671,101 @@ def _bench_overhead(ctx: _Context, offline: dict[str, Any] | None,
     total = float(sum(parts.values()))
     out.update(total_ms=total, components_ms=parts, within_budget=total <= OVERHEAD_BUDGET_MS,
                complete=out["derived"] is not None)
+    out["levers"] = _bench_levers(ctx)
+    return out
+
+
+def _bench_levers(ctx: _Context) -> dict[str, Any]:
+    """Before / after ms per frame of the two levers of the device-resident render path (issue #5).
+
+    ``render_path``: one frame of warp → decode → paste-back into the registered portrait. Before: host arrays
+    in and out of both networks (the cached feature copied by the backend every call), the decoder output turned
+    into a host image and pasted by cv2 — the renderer until the tensor path. After: the renderer's own warp,
+    decode and compose stages (``run_tensors``, the feature uploaded once, the paste-back ``make_paste_back``
+    picks for the decoder's device). Keypoints are random but fixed; stitching is not part of either.
+
+    ``paste_back``: a decoder output already on the device pasted into a 1080p frame (face scaled ×1.3, turned
+    4°). Before: to the host, to an image, cv2 :class:`PasteBack`; after: :class:`TensorPasteBack` on the device.
+    On a CPU the "after" of this lever is expected to lose: that is why ``make_paste_back`` keeps cv2 there.
+
+    Before and after alternate which goes first run by run; each figure is the median over every timed frame.
+    """
+    from ditto_demo.pipeline.paste_tensor import TensorPasteBack, make_paste_back
+    from ditto_demo.pipeline.pipeline import _Renderer
+    from ditto_demo.pipeline.plan import stitch_options
+    from ditto_demo.pipeline.render import CROP_SIZE, PasteBack, decoder_output_to_image
+    from ditto_demo.pipeline.stitching import MotionStitcher
+
+    networks = ctx.pipeline.networks
+    warp, decoder = networks["warp_network"], networks["decoder"]
+    clock = _Clock(decoder.device)
+    rng = np.random.default_rng(ctx.options.seed)
+    source = ctx.pipeline.register(ctx.options.portrait, ctx.controls)
+    frame = source.frames[0]
+    example = _example_inputs(warp, rng)
+    kp_source, kp_driving = example["kp_source"], example["kp_driving"]
+
+    host_paste = PasteBack()
+
+    def host_render() -> np.ndarray:
+        out = warp(feature_3d=frame.appearance, kp_source=kp_source, kp_driving=kp_driving)["out"]
+        render = decoder_output_to_image(decoder(feature=out)["output"])
+        return host_paste(render, frame.image, frame.crop_to_image)
+
+    stitcher = MotionStitcher(
+        source, stitch_options(ctx.controls, ctx.pipeline.defaults("pytorch"), source, 1, ctx.options.seed), 1,
+        networks["stitch_network"],
+    )
+    renderer = _Renderer(networks, source, stitcher, "full")
+
+    def device_render() -> np.ndarray:
+        for warped in renderer.warp((0, kp_source, kp_driving)):
+            for decoded in renderer.decode(warped):
+                for _, image in renderer.compose(decoded):
+                    return image
+        raise RuntimeError("the renderer produced no frame")
+
+    width, height = _LEVER_FRAME_SIZE
+    picture = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    picture.flags.writeable = False  # as a registered portrait's frames are
+    turn, scale = math.radians(4.0), 1.3
+    centre = np.array([width / 2, height / 2]) - scale * CROP_SIZE / 2
+    crop_to_image = np.array([[scale * math.cos(turn), -scale * math.sin(turn), centre[0]],
+                              [scale * math.sin(turn), scale * math.cos(turn), centre[1]], [0, 0, 1]])
+    generator = torch.Generator().manual_seed(ctx.options.seed)
+    decoded = torch.rand((1, 3, CROP_SIZE, CROP_SIZE), generator=generator).to(decoder.torch_device)
+    device_paste = TensorPasteBack()
+    levers = {
+        "render_path": (host_render, device_render),
+        "paste_back": (lambda: host_paste(decoder_output_to_image(decoded.cpu().numpy()), picture, crop_to_image),
+                       lambda: device_paste(decoded, picture, crop_to_image)),
+    }
+    timings: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in levers}
+    for run in range(ctx.options.runs):
+        for name, (before, after) in levers.items():
+            order = ((0, before), (1, after)) if run % 2 == 0 else ((1, after), (0, before))
+            for slot, fn in order:
+                for _ in range(_LEVER_WARMUP_FRAMES):
+                    fn()
+                timings[name][slot].extend(1000 * clock.time(fn) for _ in range(_LEVER_FRAMES))
+    picked = type(make_paste_back(decoder.torch_device)).__name__
+    descriptions = {
+        "render_path": ("host arrays through warp + decoder, cv2 PasteBack",
+                        f"run_tensors, feature uploaded once, {picked}"),
+        "paste_back": ("decoder output to the host, cv2 PasteBack", f"TensorPasteBack on {decoder.device}"),
+    }
+    out: dict[str, Any] = {"device": decoder.device, "paste_back_picked": picked, "frames_per_run": _LEVER_FRAMES,
+                           "paste_frame": [width, height]}
+    for name, (before_ms, after_ms) in timings.items():
+        before_stats, after_stats = summarize(before_ms), summarize(after_ms)
+        out[name] = {
+            "before": descriptions[name][0],
+            "after": descriptions[name][1],
+            "before_ms": before_stats,
+            "after_ms": after_stats,
+            "speedup": before_stats["median"] / max(after_stats["median"], 1e-9),
+        }
+        log.info("lever %s: %.2f ms -> %.2f ms per frame", name, before_stats["median"], after_stats["median"])
     return out
 
 
@@ -892,6 +997,15 @@ def format_table(results: Mapping[str, Any]) -> str:
         verdict = "within" if overhead["within_budget"] else "OVER"
         lines.append(f"  total {overhead['total_ms']:.2f} ms ({parts}): {verdict} the {overhead['budget_ms']:.0f} ms "
                      f"budget" + ("" if overhead["complete"] else " (direct parts only: offline not run)"))
+        levers = overhead.get("levers")
+        if levers:
+            lines.append(f"  levers on {levers['device']} (ms per frame; before → after; paste-back picked: "
+                         f"{levers['paste_back_picked']})")
+            for name in ("render_path", "paste_back"):
+                lever = levers[name]
+                lines.append(_stat_row(f"  {name} before", lever["before_ms"], f"ms  ({lever['before']})", 2))
+                lines.append(_stat_row(f"  {name} after", lever["after_ms"], f"ms  ({lever['after']})", 2))
+                lines.append(f"  {name + ' speed-up':<42} {lever['speedup']:>10.2f}x")
     memory = results.get("memory") or {}
     lines += ["", "peak memory"]
     for part, peak in memory.items():

@@ -162,3 +162,22 @@ def test_cli_reports_bad_options_in_one_line() -> None:
     from ditto_demo.cli import main
 
     assert main(["bench", "--runs", "0"]) == 2
+
+
+def test_overhead_levers_are_reported(results: dict[str, Any]) -> None:
+    levers = results["overhead"]["levers"]
+    assert levers["device"] == "cpu"
+    assert levers["paste_back_picked"] == "PasteBack"  # cv2 on the CPU
+    assert levers["frames_per_run"] >= 1
+    for name in ("render_path", "paste_back"):
+        lever = levers[name]
+        _check_stats(lever["before_ms"])
+        _check_stats(lever["after_ms"])
+        assert lever["before_ms"]["n"] == lever["after_ms"]["n"] == levers["frames_per_run"]
+        assert lever["speedup"] > 0
+        assert lever["before"]
+        assert lever["after"]
+    table = format_table(results)
+    assert "levers on cpu" in table
+    assert "render_path after" in table
+    assert "paste_back speed-up" in table
