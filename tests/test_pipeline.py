@@ -151,6 +151,44 @@ def test_stream_yields_frames_before_the_audio_ends(pipeline: Pipeline) -> None:
     assert len(seeds) == 1
 
 
+def test_low_latency_first_frame_needs_only_the_first_hubert_window(pipeline: Pipeline) -> None:
+    """Audio is held at exactly 4560 samples (285 ms: the first window) until a frame comes out."""
+    audio = load_audio(ASSETS / "speech_en.wav")
+    held = threading.Event()
+    got_frame = threading.Event()
+
+    def chunks() -> Iterator[np.ndarray]:
+        yield audio[:4560]
+        held.set()
+        assert got_frame.wait(120), "no frame while the audio was held at 4560 samples"
+        yield audio[4560:16000]
+
+    stream = pipeline.stream(PORTRAIT, chunks(), Controls(steps=2, seed=3))
+    first = next(stream)
+    assert held.is_set()
+    assert first.index == 0
+    got_frame.set()
+    from ditto_demo.pipeline.audio import online_feature_count
+    from ditto_demo.pipeline.motion import LOW_LATENCY_OVERLAP, streaming_frame_count
+
+    # the reference's streaming length (its padded last window adds a few frames past the speech's 25)
+    assert len([first, *stream]) == streaming_frame_count(online_feature_count(16000), LOW_LATENCY_OVERLAP) == 35
+
+
+def test_stream_motion_matches_the_stream_and_the_overlap_choice(pipeline: Pipeline) -> None:
+    audio = load_audio(ASSETS / "speech_en.wav")[:24000]
+    controls = Controls(steps=2, seed=5)
+    low = pipeline.stream_motion(PORTRAIT, audio, controls)
+    reference = pipeline.stream_motion(PORTRAIT, audio, controls, low_latency=False)
+    frames = _stream_images(pipeline, audio, controls)
+    assert low.shape == (len(frames), 265)
+    assert reference.shape[0] >= low.shape[0] > 0  # same real frames; the reference's padded tail may add some
+    assert not np.allclose(low[: len(low) // 2], reference[: len(low) // 2])  # O = 75 vs the cfg's 70
+    # an overlap set by the user wins over the low-latency default: then only the emission differs
+    same = Controls(steps=2, seed=5, overlap=70)
+    np.testing.assert_array_equal(pipeline.stream_motion(PORTRAIT, audio, same, low_latency=False), reference)
+
+
 def test_controls_reach_the_frames(pipeline: Pipeline) -> None:
     """A head turn changes the picture; turning it back to default reproduces the default exactly."""
     audio = load_audio(ASSETS / "speech_en.wav")[: 8000]

@@ -18,7 +18,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +33,14 @@ from ditto_demo.pipeline.audio import (
     audio_frame_count,
     hubert_features,
     load_audio,
-    silence_features,
+    silence_block,
+    tile_silence,
 )
 from ditto_demo.pipeline.conditioning import Conditioning
 from ditto_demo.pipeline.config import ReleasedDefaults, load_defaults
 from ditto_demo.pipeline.controls import Controls
-from ditto_demo.pipeline.motion import StreamingMotion, generate_motion
-from ditto_demo.pipeline.motion_space import MotionDict, unpack_motion
+from ditto_demo.pipeline.motion import LOW_LATENCY_OVERLAP, StreamingMotion, generate_motion
+from ditto_demo.pipeline.motion_space import MOTION_DIM, MotionDict, unpack_motion
 from ditto_demo.pipeline.networks import Networks
 from ditto_demo.pipeline.paste_tensor import TensorPasteBack, make_paste_back
 from ditto_demo.pipeline.plan import (
@@ -226,7 +226,8 @@ class Pipeline:
         self.limits = limits or Limits()
         self.sources = SourceCache(max_entries=source_cache_size)
         self._defaults: dict[str, ReleasedDefaults] = {}
-        self._defaults_lock = threading.Lock()
+        self._defaults_lock = threading.Lock()  # also guards the cached silence block
+        self._silence_block: np.ndarray | None = None
 
     def defaults(self, variant: str = "pytorch") -> ReleasedDefaults:
         """The checkpoint's run-time defaults (``pytorch``: offline; ``online``: streaming)."""
@@ -386,35 +387,25 @@ class Pipeline:
         audio_chunks: Iterable[np.ndarray],
         controls: Controls | None = None,
         *,
-        emit_first_clip: bool = True,
+        low_latency: bool = True,
         cancel: threading.Event | None = None,
         seed_out: list[int] | None = None,
     ) -> Iterator[StreamFrame]:
         """Yield frames while ``audio_chunks`` (16 kHz mono float32 arrays of any size) are still arriving.
 
-        ``emit_first_clip`` (default on) shows each motion row as soon as it is generated instead of one window
-        later (the reference's behaviour, ``False``): the first frame comes ~400 ms of audio earlier. The seed
-        used is appended to ``seed_out`` if given. Closing the generator stops every stage.
+        ``low_latency`` (default on) is our deliberate deviation from the reference's streaming: motion rows are
+        shown as soon as a clip has generated them (``emit_first_clip``) and, unless ``controls.overlap`` is set,
+        the overlap is :data:`~ditto_demo.pipeline.motion.LOW_LATENCY_OVERLAP` (one clip per HuBERT block), so
+        frame 0 needs audio up to 285 ms instead of 885 ms (stock online cfg as the reference runs it).
+        ``low_latency=False`` gives the reference's timing and values. The seed used is appended to ``seed_out``
+        if given. Closing the generator stops every stage.
         """
         controls = controls or Controls()
         cancel = cancel or threading.Event()
-        defaults = self.defaults("online")
         registered = self.register(source, controls)
-        options = motion_options(controls, defaults)
+        features, motion, stitcher = self._stream_parts(registered, controls, low_latency)
         if seed_out is not None:
-            seed_out.append(options.seed)
-        max_frames = int(self.limits.max_stream_seconds * FPS)
-        hubert = self.networks["hubert"]
-        conditioning = Conditioning.from_source(
-            registered, emotion_for(controls, defaults, max_frames), eye_f0_mode=defaults.eye_from_first_frame
-        )
-        features = HubertStream(hubert)
-        motion = StreamingMotion(self.networks["lmdm"], conditioning, options, partial(silence_features, hubert),
-                                 emit_first_clip=emit_first_clip)
-        stitcher = MotionStitcher(
-            registered, stitch_options(controls, defaults, registered, max_frames, options.seed), None,
-            self.networks["stitch_network"],
-        )
+            seed_out.append(motion.seed)
         renderer = _Renderer(self.networks, registered, stitcher, controls.framing)
         counter = _RowCounter(motion, stitcher)
 
@@ -432,6 +423,59 @@ class Pipeline:
         except BaseException:  # a disconnected or failed stream (GeneratorExit included)
             release_memory()
             raise
+
+    def stream_motion(
+        self,
+        source: str | Path,
+        samples: np.ndarray,
+        controls: Controls | None = None,
+        *,
+        low_latency: bool = True,
+        chunk_samples: int = 1600,
+    ) -> np.ndarray:
+        """The (N, 265) motion rows :meth:`stream` would render for ``samples`` fed in ``chunk_samples`` chunks.
+
+        No rendering: for analysing the streaming choices (the benchmark's smoothness figures, tests). With a
+        fixed ``controls.seed`` the rows are exactly those of :meth:`stream`.
+        """
+        registered = self.register(source, controls or Controls())
+        features, motion, _ = self._stream_parts(registered, controls or Controls(), low_latency)
+        samples = _as_samples(samples)
+        rows: list[np.ndarray] = []
+        for start in range(0, samples.size, max(1, chunk_samples)):
+            for block in features.push(samples[start:start + chunk_samples]):
+                rows += motion.push(block)
+        for block in features.finish():
+            rows += motion.push(block)
+        rows += motion.finish()
+        return np.stack(rows) if rows else np.zeros((0, MOTION_DIM), np.float32)
+
+    def _stream_parts(
+        self, registered: Source, controls: Controls, low_latency: bool
+    ) -> tuple[HubertStream, StreamingMotion, MotionStitcher]:
+        """The streaming feature extractor, motion generator and stitcher of one stream (shared by both users)."""
+        defaults = self.defaults("online")
+        options = motion_options(controls, defaults, default_overlap=LOW_LATENCY_OVERLAP if low_latency else None)
+        max_frames = int(self.limits.max_stream_seconds * FPS)
+        hubert = self.networks["hubert"]
+        conditioning = Conditioning.from_source(
+            registered, emotion_for(controls, defaults, max_frames), eye_f0_mode=defaults.eye_from_first_frame
+        )
+        motion = StreamingMotion(self.networks["lmdm"], conditioning, options, self._silence,
+                                 emit_first_clip=low_latency)
+        stitcher = MotionStitcher(
+            registered, stitch_options(controls, defaults, registered, max_frames, options.seed), None,
+            self.networks["stitch_network"],
+        )
+        return HubertStream(hubert), motion, stitcher
+
+    def _silence(self, rows: int) -> np.ndarray:
+        """``rows`` of silence features for a stream's warm-up, from one all-zero HuBERT window computed once."""
+        with self._defaults_lock:
+            if self._silence_block is None:
+                self._silence_block = silence_block(self.networks["hubert"])
+            block = self._silence_block
+        return tile_silence(block, rows)
 
 
 @dataclass
