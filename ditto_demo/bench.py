@@ -41,6 +41,7 @@ import platform
 import resource
 import sys
 import tempfile
+import threading
 import time
 import wave
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -71,7 +72,12 @@ DEFAULT_PORTRAIT = _ASSETS / "portrait_illustration.png"
 _SPEECH = _ASSETS / "speech_en.wav"
 
 #: What a benchmark can run; ``parts`` selects a subset (a full-size run on a CPU may time the networks only).
-PARTS: tuple[str, ...] = ("offline", "online", "paced", "networks", "overhead")
+PARTS: tuple[str, ...] = ("offline", "online", "paced", "paced_reference", "streams", "smoothness", "networks",
+                          "overhead")
+#: Parts that feed audio on a real-time clock (``--no-paced`` skips them).
+_REAL_TIME_PARTS = ("paced", "paced_reference", "streams")
+#: Parts that run the whole pipeline, interleaved round by round.
+_PIPELINE_PARTS = ("offline", "online", "paced", "paced_reference", "streams")
 #: The issue's budget for the per-frame work outside the networks, at 512 × 512 on the CPU.
 OVERHEAD_BUDGET_MS = 10.0
 
@@ -122,6 +128,8 @@ class BenchOptions:
     #: torch intra-op threads for the run (``None``: leave torch's setting). On a small shared machine 1 thread
     #: avoids OpenMP teams of several runner threads fighting over the same cores.
     threads: int | None = None
+    #: Concurrent paced live streams for the ``streams`` part (each its own seed, all on one pipeline).
+    streams: int = 2
 
     def __post_init__(self) -> None:
         if self.size not in ("tiny", "full"):
@@ -137,6 +145,8 @@ class BenchOptions:
             raise InputError(f"--steps must be at least 1, not {self.steps}.")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"--threads must be at least 1, not {self.threads}.")
+        if not 1 <= self.streams <= 64:
+            raise InputError(f"--streams must be between 1 and 64, not {self.streams}.")
         if not 10 <= self.chunk_ms <= 1000:
             raise InputError(f"The chunk size must be between 10 and 1000 ms, not {self.chunk_ms}.")
         unknown = sorted(set(self.parts) - set(PARTS))
@@ -152,8 +162,8 @@ class BenchOptions:
         return 4.0 if self.size == "tiny" else 8.0
 
     def runs_part(self, part: str) -> bool:
-        """Whether ``part`` runs (``paced`` also needs ``paced``)."""
-        return part in self.parts and (part != "paced" or self.paced)
+        """Whether ``part`` runs (the real-time parts also need ``paced``)."""
+        return part in self.parts and (part not in _REAL_TIME_PARTS or self.paced)
 
 
 # ------------------------------------------------------------------------------------------------------ statistics
@@ -459,20 +469,28 @@ class _PacedSource:
             yield chunk
 
 
-def _paced_run(ctx: _Context) -> dict[str, Any]:
+def _paced_run(ctx: _Context, *, low_latency: bool = True) -> dict[str, Any]:
+    """One paced stream (see :func:`_paced_stream`), with the memory peak noted under its part."""
+    part = "paced" if low_latency else "paced_reference"
+    ctx.memory.reset()
+    record = _paced_stream(ctx, ctx.controls, low_latency=low_latency)
+    ctx.note_peak(part)
+    return record
+
+
+def _paced_stream(ctx: _Context, controls: Any, *, low_latency: bool = True) -> dict[str, Any]:
     """First frame from the first chunk and from speech onset, and the lag of each frame behind its audio time.
 
     ``first_frame_from_onset_s``: from the release of the chunk where speech starts to the first frame whose time
     is at or after that chunk's start. ``lag`` of frame k: when it was ready minus when its audio time k/25 was
     reached on the clock. ``lag_growth`` is the least-squares slope of lag against audio time over the frames
-    within the audio: about 0 when the stream keeps up, (RTF − 1) when it falls behind.
+    within the audio: about 0 when the stream keeps up, (RTF − 1) when it falls behind. ``low_latency=False`` is
+    the reference's streaming (first clip withheld, the checkpoint's overlap): the before of the latency lever.
     """
-    ctx.memory.reset()
     source = _PacedSource(ctx.chunks, ctx.chunk_seconds)
     produced: list[tuple[float, float]] = []
-    for frame in ctx.pipeline.stream(ctx.options.portrait, source, ctx.controls):
+    for frame in ctx.pipeline.stream(ctx.options.portrait, source, controls, low_latency=low_latency):
         produced.append((frame.timestamp, frame.produced_at))
-    ctx.note_peak("paced")
     _check_stream_frames(len(produced), ctx, "paced")
     assert source.start is not None
     onset_time = ctx.onset_chunk * ctx.chunk_seconds
@@ -493,6 +511,69 @@ def _paced_run(ctx: _Context) -> dict[str, Any]:
         "rtf": (produced[-1][1] - source.start) / ctx.audio_seconds,
         "frames": len(produced),
     }
+
+
+def _streams_run(ctx: _Context) -> dict[str, Any]:
+    """``streams`` paced live streams at once on the one pipeline (each its own thread and seed, as concurrent
+    visitors would be): how many keep up, the worst lag growth, and the first-frame delays across them."""
+    from ditto_demo.pipeline.controls import Controls
+
+    count = ctx.options.streams
+    records: list[dict[str, Any] | None] = [None] * count
+    errors: list[BaseException] = []
+
+    def one(index: int) -> None:
+        controls = Controls(seed=ctx.options.seed + 1 + index, steps=ctx.options.steps)
+        try:
+            records[index] = _paced_stream(ctx, controls)
+        except BaseException as exc:  # re-raised below, in the bench's thread
+            errors.append(exc)
+
+    ctx.memory.reset()
+    threads = [threading.Thread(target=one, args=(i,), name=f"bench-stream-{i}") for i in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ctx.note_peak("streams")
+    if errors:
+        raise errors[0]
+    done = [r for r in records if r is not None]
+    growth = [r["lag_growth"] for r in done]
+    return {
+        "streams": count,
+        "kept_up": sum(g < _KEEP_UP_SLOPE for g in growth),
+        "worst_lag_growth": max(growth),
+        "worst_lag_last_s": max(r["lag_last_s"] for r in done),
+        "first_frame_from_onset_median_s": float(np.median([r["first_frame_from_onset_s"] for r in done])),
+        "first_frame_from_onset_max_s": max(r["first_frame_from_onset_s"] for r in done),
+    }
+
+
+def _bench_smoothness(ctx: _Context) -> dict[str, Any]:
+    """The latency choice's effect on motion: the same speech and seed streamed both ways, motion rows only.
+
+    ``motion_smoothness`` over the rows of the real audio frames (all dims, and the expression alone):
+    ``accel_rms`` (jitter) and ``seam_ratio`` (the step into a clip seam over an ordinary step; ≈ 1: seams do
+    not show). On random weights the motion itself is meaningless; rerun with ``--checkpoints`` for real figures.
+    """
+    from ditto_demo.pipeline.motion import LOW_LATENCY_OVERLAP, SEQ_FRAMES, motion_smoothness
+
+    frames = math.ceil(len(ctx.samples) / (_SAMPLE_RATE / _FPS) - 1e-9)
+    chunk = max(1, _SAMPLE_RATE * ctx.options.chunk_ms // 1000)
+    out: dict[str, Any] = {}
+    for label, low in (("low_latency", True), ("reference", False)):
+        overlap = ctx.controls.overlap if ctx.controls.overlap is not None else (
+            LOW_LATENCY_OVERLAP if low else ctx.pipeline.defaults("online").overlap)
+        rows = ctx.pipeline.stream_motion(ctx.options.portrait, ctx.samples, ctx.controls, low_latency=low,
+                                          chunk_samples=chunk)[:frames]
+        period = SEQ_FRAMES - overlap
+        out[label] = {
+            "overlap": overlap,
+            "all": motion_smoothness(rows, period),
+            "expression": motion_smoothness(rows, period, slice(202, 265)),
+        }
+    return out
 
 
 def _example_inputs(net: Any, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -847,11 +928,12 @@ def _run_bench(options: BenchOptions) -> dict[str, Any]:
             "onset_s": ctx.onset_chunk * ctx.chunk_seconds, "onset_rms": _ONSET_RMS,
             "source": _SPEECH.name if _SPEECH.is_file() else "synthetic",
         }
-        if options.runs_part("offline") or options.runs_part("online") or options.runs_part("paced"):
+        if any(options.runs_part(p) for p in (*_PIPELINE_PARTS, "smoothness")):
             phase = time.perf_counter()
             pipeline.register(options.portrait, ctx.controls)
             setup["register_s"] = time.perf_counter() - phase
         results.update(_run_pipeline_parts(ctx))
+        results["smoothness"] = _bench_smoothness(ctx) if options.runs_part("smoothness") else None
         networks = _bench_networks(ctx) if options.runs_part("networks") else None
         results["networks"] = networks
         results["overhead"] = (
@@ -867,23 +949,29 @@ def _run_bench(options: BenchOptions) -> dict[str, Any]:
 def _run_pipeline_parts(ctx: _Context) -> dict[str, Any]:
     """Warm-up rounds (discarded), then ``runs`` rounds of offline → burst → paced, interleaved."""
     options = ctx.options
-    wanted = [p for p in ("offline", "online", "paced") if options.runs_part(p)]
+    wanted = [p for p in _PIPELINE_PARTS if options.runs_part(p)]
     records: dict[str, list[dict[str, Any]]] = {p: [] for p in wanted}
-    runners = {"offline": _offline_run, "online": _burst_run, "paced": _paced_run}
+    runners: dict[str, Callable[[_Context], dict[str, Any]]] = {
+        "offline": _offline_run, "online": _burst_run, "paced": _paced_run,
+        "paced_reference": partial(_paced_run, low_latency=False), "streams": _streams_run,
+    }
     for round_ in range(options.warmup + options.runs):
         warm = round_ < options.warmup
         for part in wanted:
-            if warm and part == "paced":
+            if warm and part in _REAL_TIME_PARTS:
                 continue  # the burst warm-up already warmed the streaming path; paced time is real time
             record = runners[part](ctx)
             log.info("%s %s %d: %s", "warm-up" if warm else "run", part, round_, _short(record))
             if not warm:
                 records[part].append(record)
-    out: dict[str, Any] = {p: None for p in ("offline", "online", "paced")}
+    out: dict[str, Any] = {p: None for p in _PIPELINE_PARTS}
     for part, runs in records.items():
         out[part] = _summarize_part(runs)
-    if out["paced"] is not None:
-        out["paced"]["keeps_up"] = out["paced"]["lag_growth"]["median"] < _KEEP_UP_SLOPE
+    for part in ("paced", "paced_reference"):
+        if out[part] is not None:
+            out[part]["keeps_up"] = out[part]["lag_growth"]["median"] < _KEEP_UP_SLOPE
+    if out["streams"] is not None:
+        out["streams"]["all_kept_up"] = all(r["kept_up"] == r["streams"] for r in records["streams"])
     return out
 
 
@@ -893,7 +981,7 @@ def _summarize_part(runs: list[dict[str, Any]]) -> dict[str, Any]:
         values = [r[key] for r in runs]
         if isinstance(values[0], dict):
             summary[key] = _summarize_dicts(values)
-        elif key == "frames":
+        elif key in ("frames", "streams"):
             summary[key] = int(values[0])
         else:
             summary[key] = summarize([float(v) for v in values])
@@ -972,6 +1060,24 @@ def format_table(results: Mapping[str, Any]) -> str:
         lines.append(_stat_row("paced lag, last frame of the audio", paced["lag_last_s"], "s"))
         lines.append(_stat_row("paced lag growth", paced["lag_growth"], "s per s"))
         lines.append(f"{'paced keeps up':<44} {'yes' if paced['keeps_up'] else 'no':>10}")
+    reference = results.get("paced_reference")
+    if reference:
+        lines.append(_stat_row("paced, reference latency: first frame (chunk)",
+                               reference["first_frame_from_first_chunk_s"], "s"))
+        lines.append(_stat_row("  ... from speech onset", reference["first_frame_from_onset_s"], "s"))
+    streams = results.get("streams")
+    if streams:
+        lines.append(_stat_row(f"{streams['streams']} concurrent paced streams: kept up", streams["kept_up"],
+                               f"of {streams['streams']}", 1))
+        lines.append(_stat_row("  worst lag growth", streams["worst_lag_growth"], "s per s"))
+        lines.append(_stat_row("  first frame from onset (worst stream)", streams["first_frame_from_onset_max_s"], "s"))
+    smooth = results.get("smoothness")
+    if smooth:
+        lines += ["", f"{'streamed motion (same speech and seed)':<44} {'overlap':>10} {'accel rms':>10} "
+                      f"{'seam ratio':>10} {'exp seam':>9}"]
+        for label, entry in smooth.items():
+            lines.append(f"{'  ' + label:<44} {entry['overlap']:>10d} {entry['all']['accel_rms']:>10.4f} "
+                         f"{entry['all']['seam_ratio']:>10.2f} {entry['expression']['seam_ratio']:>9.2f}")
     networks = results.get("networks")
     if networks:
         lines += ["", f"{'network (ms per call)':<24} {'ours':>10} {'p05':>9} {'p95':>9} {'eager fp32':>11} "

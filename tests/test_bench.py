@@ -115,9 +115,10 @@ def test_table_names_the_headline_figures(results: dict[str, Any]) -> None:
 
 
 def test_paced_stream_reports_its_delays(tiny_root: Path) -> None:
-    options = BenchOptions(backend="torch", device="cpu", runs=1, warmup=0, audio_seconds=1.0, parts=("paced",),
-                           checkpoints=tiny_root)
-    paced = run_bench(options)["paced"]
+    options = BenchOptions(backend="torch", device="cpu", runs=1, warmup=0, audio_seconds=1.0,
+                           parts=("paced", "paced_reference", "streams"), streams=2, checkpoints=tiny_root)
+    results = run_bench(options)
+    paced = results["paced"]
     assert paced["frames"] >= 25
     for key in ("first_frame_from_first_chunk_s", "first_frame_from_audio_start_s", "first_frame_from_onset_s",
                 "lag_median_s", "rtf"):
@@ -125,11 +126,23 @@ def test_paced_stream_reports_its_delays(tiny_root: Path) -> None:
     # audio time 0 comes one chunk before the first chunk is handed over
     assert paced["first_frame_from_audio_start_s"]["median"] > paced["first_frame_from_first_chunk_s"]["median"]
     assert isinstance(paced["keeps_up"], bool)
+    # the latency lever's "before": the reference's streaming, same keys
+    reference = results["paced_reference"]
+    _check_stats(reference["first_frame_from_first_chunk_s"])
+    assert reference["frames"] >= 25
+    streams = results["streams"]
+    assert streams["streams"] == 2
+    assert 0 <= streams["kept_up"]["median"] <= 2
+    _check_stats(streams["first_frame_from_onset_max_s"])
+    assert isinstance(streams["all_kept_up"], bool)
+    table = format_table(results)
+    assert "reference latency" in table
+    assert "2 concurrent paced streams" in table
 
 
 def test_options_are_validated() -> None:
     for bad in ({"runs": 0}, {"warmup": -1}, {"audio_seconds": 0.5}, {"size": "huge"}, {"parts": ("nope",)},
-                {"steps": 0}, {"threads": 0}):
+                {"steps": 0}, {"threads": 0}, {"streams": 0}):
         with pytest.raises(InputError):
             BenchOptions(**bad)
     assert BenchOptions(size="full").seconds == 8.0
@@ -181,3 +194,15 @@ def test_overhead_levers_are_reported(results: dict[str, Any]) -> None:
     assert "levers on cpu" in table
     assert "render_path after" in table
     assert "paste_back speed-up" in table
+
+
+def test_smoothness_compares_the_two_streaming_choices(results: dict[str, Any]) -> None:
+    smooth = results["smoothness"]
+    assert smooth["low_latency"]["overlap"] == 75
+    assert smooth["reference"]["overlap"] == 70  # the stock online cfg of the test checkpoints
+    for entry in smooth.values():
+        for group in ("all", "expression"):
+            figures = entry[group]
+            assert figures["accel_rms"] > 0
+            assert figures["seam_ratio"] > 0
+    assert "streamed motion" in format_table(results)
