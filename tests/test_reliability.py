@@ -8,6 +8,7 @@ import threading
 from pathlib import Path
 
 import imageio_ffmpeg
+import numpy as np
 import pytest
 
 from ditto_demo.errors import InputError
@@ -15,7 +16,7 @@ from ditto_demo.pipeline import Controls, Pipeline
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 PORTRAIT = ASSETS / "portrait_illustration.png"
-#: Allowed RSS growth between run 10 and run 50 (each run allocates and frees ~100 MB of frames and features).
+#: Allowed RSS growth, median of runs 40-49 against runs 10-19 (each run allocates and frees ~100 MB).
 RSS_GROWTH_BOUND_MB = 40
 
 
@@ -43,13 +44,15 @@ def test_memory_does_not_grow_across_50_runs(pipeline: Pipeline, tmp_path: Path)
     audio = _speech(tmp_path, 0.2)
     out = tmp_path / "out"
     out.mkdir()
-    samples = {}
+    samples: list[float] = []
     for run in range(50):
         pipeline.generate(PORTRAIT, audio, Controls(steps=2, seed=run), output=out / f"{run}.mp4")
-        if run in (9, 49):
-            samples[run] = _rss_mb()
-    growth = samples[49] - samples[9]
-    assert growth < RSS_GROWTH_BOUND_MB, f"RSS grew {growth:.1f} MB over 40 runs"
+        if run >= 10:
+            samples.append(_rss_mb())
+    # Single RSS readings swing by ±30 MB from run to run (allocator arenas of the per-request stage threads), so
+    # compare the medians of runs 10-19 and 40-49: a leak of 1.5 MB per run shows as 45 MB, the noise does not.
+    growth = float(np.median(samples[-10:]) - np.median(samples[:10]))
+    assert growth < RSS_GROWTH_BOUND_MB, f"RSS grew {growth:.1f} MB (median of runs 40-49 vs 10-19)"
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{i}.mp4" for i in range(50))  # no temporary files
 
 
