@@ -53,6 +53,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from ditto_demo.engine.backends.torch_backend import COMPILE_ENV, COMPILE_MODES
 from ditto_demo.errors import InputError
 
 __all__ = [
@@ -130,6 +131,9 @@ class BenchOptions:
     threads: int | None = None
     #: Concurrent paced live streams for the ``streams`` part (each its own seed, all on one pipeline).
     streams: int = 2
+    #: ``DITTO_TORCH_COMPILE`` for this run (``None``: leave the environment as it is). With ``default`` the
+    #: ``networks`` part is the compile lever: compiled network against the bare eager module, same weights.
+    compile: str | None = None
 
     def __post_init__(self) -> None:
         if self.size not in ("tiny", "full"):
@@ -145,6 +149,8 @@ class BenchOptions:
             raise InputError(f"--steps must be at least 1, not {self.steps}.")
         if self.threads is not None and self.threads < 1:
             raise InputError(f"--threads must be at least 1, not {self.threads}.")
+        if self.compile is not None and self.compile not in COMPILE_MODES:
+            raise InputError(f"--compile must be one of {', '.join(COMPILE_MODES)}, not {self.compile!r}.")
         if not 1 <= self.streams <= 64:
             raise InputError(f"--streams must be between 1 and 64, not {self.streams}.")
         if not 10 <= self.chunk_ms <= 1000:
@@ -869,19 +875,27 @@ def run_bench(options: BenchOptions) -> dict[str, Any]:
 
     Raises :class:`InputError` for an unusable portrait or checkpoint folder, ``BackendUnavailableError`` for a
     backend / device this host cannot run, and ``RuntimeError`` if a run produced a wrong number of frames.
-    ``options.threads`` applies to this call only: torch's thread count is restored afterwards.
+    ``options.threads`` and ``options.compile`` apply to this call only: both are restored afterwards.
     """
     if not Path(options.portrait).is_file():
         raise InputError(f"The portrait {options.portrait} does not exist or is not a file.")
     if options.checkpoints is not None and not Path(options.checkpoints).is_dir():
         raise InputError(f"The checkpoint folder {options.checkpoints} does not exist.")
     threads_before = torch.get_num_threads()
+    compile_before = os.environ.get(COMPILE_ENV)
     if options.threads is not None:
         torch.set_num_threads(options.threads)
+    if options.compile is not None:
+        os.environ[COMPILE_ENV] = options.compile  # read by load_network, the one place that decides
     try:
         return _run_bench(options)
     finally:
         torch.set_num_threads(threads_before)
+        if options.compile is not None:
+            if compile_before is None:
+                os.environ.pop(COMPILE_ENV, None)
+            else:
+                os.environ[COMPILE_ENV] = compile_before
 
 
 def _run_bench(options: BenchOptions) -> dict[str, Any]:
@@ -1029,7 +1043,8 @@ def format_table(results: Mapping[str, Any]) -> str:
     lines = [
         f"Ditto benchmark: backend {opts['backend']} ({', '.join(sorted(set(results['backends'].values())))}), "
         f"size {opts['size']}, {results['audio']['seconds']:.1f} s audio, {opts['runs']} runs "
-        f"(+{opts['warmup']} warm-up), steps {opts['steps'] or 'checkpoint default'}",
+        f"(+{opts['warmup']} warm-up), steps {opts['steps'] or 'checkpoint default'}"
+        + (f", torch.compile {opts['compile']}" if opts.get("compile") not in (None, "off") else ""),
         f"machine: {machine['cpu']}, {machine['cores']} cores ({machine['torch_threads']} torch threads), "
         f"{machine['memory_gb']} GB, torch {machine['torch']}"
         + (f", GPU {machine['gpu']}" if machine.get("gpu") else "")

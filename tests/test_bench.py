@@ -142,7 +142,7 @@ def test_paced_stream_reports_its_delays(tiny_root: Path) -> None:
 
 def test_options_are_validated() -> None:
     for bad in ({"runs": 0}, {"warmup": -1}, {"audio_seconds": 0.5}, {"size": "huge"}, {"parts": ("nope",)},
-                {"steps": 0}, {"threads": 0}, {"streams": 0}):
+                {"steps": 0}, {"threads": 0}, {"streams": 0}, {"compile": "fast"}):
         with pytest.raises(InputError):
             BenchOptions(**bad)
     assert BenchOptions(size="full").seconds == 8.0
@@ -206,3 +206,30 @@ def test_smoothness_compares_the_two_streaming_choices(results: dict[str, Any]) 
             assert figures["accel_rms"] > 0
             assert figures["seam_ratio"] > 0
     assert "streamed motion" in format_table(results)
+
+
+def test_compile_option_applies_to_the_run_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--compile`` sets DITTO_TORCH_COMPILE while the bench runs (load_network reads it) and restores it after,
+    also when the run fails. (Compiling real networks is tested in test_engine_torch.py.)"""
+    import os
+
+    import ditto_demo.bench as bench
+
+    seen: list[str | None] = []
+
+    def fake_run(options: BenchOptions) -> dict[str, Any]:
+        seen.append(os.environ.get("DITTO_TORCH_COMPILE"))
+        if len(seen) == 2:
+            raise RuntimeError("boom")
+        return {}
+
+    monkeypatch.setattr(bench, "_run_bench", fake_run)
+    monkeypatch.setenv("DITTO_TORCH_COMPILE", "off")
+    run_bench(BenchOptions(compile="max-autotune-no-cudagraphs"))
+    assert os.environ["DITTO_TORCH_COMPILE"] == "off"
+    monkeypatch.delenv("DITTO_TORCH_COMPILE")
+    with pytest.raises(RuntimeError, match="boom"):
+        run_bench(BenchOptions(compile="default"))
+    assert "DITTO_TORCH_COMPILE" not in os.environ
+    run_bench(BenchOptions())  # None leaves the environment alone
+    assert seen == ["max-autotune-no-cudagraphs", "default", None]
