@@ -320,6 +320,11 @@ class TensorPasteBack:
             raise ValueError(f"expected a (1, 3, {self.size}, {self.size}) decoder output, got {tuple(render.shape)}")
         return decoder_output_to_tensor(render)
 
+    def prepare(self, decoder_output: torch.Tensor) -> torch.Tensor:
+        """The decoder output kept on its device as this class's own float32 copy (the network may reuse its
+        output buffer on the next frame, while this one waits in the queue to the compose stage)."""
+        return decoder_output.to(torch.float32, copy=True)
+
     def crop(self, render: torch.Tensor) -> np.ndarray:
         """The bare crop as host (S, S, 3) uint8 (the "crop" framing): clamped and truncated like the blend."""
         with torch.inference_mode():

@@ -52,7 +52,7 @@ from ditto_demo.pipeline.plan import (
     stitch_options,
 )
 from ditto_demo.pipeline.registration import SourceCache
-from ditto_demo.pipeline.render import PasteBack, decoder_output_to_image, pasted_output
+from ditto_demo.pipeline.render import PasteBack, pasted_output
 from ditto_demo.pipeline.runner import CancelledError, Runner, Stage
 from ditto_demo.pipeline.stitching import MotionStitcher
 from ditto_demo.pipeline.types import Source, SourceFrame
@@ -175,11 +175,7 @@ class _Renderer:
         network = self.networks["decoder"]
         if self.paste is None:
             self.paste = make_paste_back(network.torch_device)
-        output = network.run_tensors(feature=feature)["output"]
-        if isinstance(self.paste, TensorPasteBack):
-            yield index, output.to(torch.float32, copy=True)  # own copy: the buffer may be reused next frame
-        else:
-            yield index, decoder_output_to_image(output.cpu().numpy())
+        yield index, self.paste.prepare(network.run_tensors(feature=feature)["output"])
 
     def compose(self, item: tuple[int, np.ndarray | torch.Tensor]) -> Iterator[tuple[int, np.ndarray]]:
         index, render = item

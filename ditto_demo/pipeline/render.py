@@ -201,6 +201,14 @@ class PasteBack:
         result[y0:y1, x0:x1] = blended.astype(np.uint8)  # truncation, as the reference's C cast
         return result
 
+    def prepare(self, decoder_output: np.ndarray) -> np.ndarray:
+        """The decoder's (1, 3, S, S) output (an array or a CPU tensor) as the host image :meth:`__call__` takes.
+
+        :class:`~ditto_demo.pipeline.paste_tensor.TensorPasteBack` has the same method, so the renderer hands any
+        paste-back the decoder output without asking which kind it holds.
+        """
+        return decoder_output_to_image(np.asarray(decoder_output))
+
     def crop(self, render: np.ndarray) -> np.ndarray:
         """The bare crop for the "crop" framing, (S, S, 3) uint8: so callers treat every paste-back alike."""
         return render_to_uint8(render)
