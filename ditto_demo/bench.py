@@ -563,19 +563,18 @@ def _bench_smoothness(ctx: _Context) -> dict[str, Any]:
     ``accel_rms`` (jitter) and ``seam_ratio`` (the step into a clip seam over an ordinary step; ≈ 1: seams do
     not show). On random weights the motion itself is meaningless; rerun with ``--checkpoints`` for real figures.
     """
-    from ditto_demo.pipeline.motion import LOW_LATENCY_OVERLAP, SEQ_FRAMES, motion_smoothness
+    from ditto_demo.pipeline.motion import motion_smoothness
 
     frames = math.ceil(len(ctx.samples) / (_SAMPLE_RATE / _FPS) - 1e-9)
     chunk = max(1, _SAMPLE_RATE * ctx.options.chunk_ms // 1000)
     out: dict[str, Any] = {}
     for label, low in (("low_latency", True), ("reference", False)):
-        overlap = ctx.controls.overlap if ctx.controls.overlap is not None else (
-            LOW_LATENCY_OVERLAP if low else ctx.pipeline.defaults("online").overlap)
+        options = ctx.pipeline.stream_options(ctx.controls, low_latency=low)
         rows = ctx.pipeline.stream_motion(ctx.options.portrait, ctx.samples, ctx.controls, low_latency=low,
                                           chunk_samples=chunk)[:frames]
-        period = SEQ_FRAMES - overlap
+        period = options.valid_length
         out[label] = {
-            "overlap": overlap,
+            "overlap": options.overlap,
             "all": motion_smoothness(rows, period),
             "expression": motion_smoothness(rows, period, slice(202, 265)),
         }

@@ -159,6 +159,7 @@ def _build_parser() -> argparse.ArgumentParser:
     from ditto_demo.bench import PARTS
     from ditto_demo.cli_controls import add_control_flags
     from ditto_demo.engine import BACKENDS, CORE_NETWORKS, DEVICES
+    from ditto_demo.engine.backends.torch_backend import COMPILE_MODES
 
     parser = _Parser(prog="python -m ditto_demo", description="Ditto talking-head synthesis tools.")
     parser.add_argument(
@@ -185,7 +186,7 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
                        help="what to run (default: all; e.g. --parts networks overhead at full size on a CPU)")
     bench.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own setting)")
-    bench.add_argument("--compile", choices=("off", "default", "max-autotune-no-cudagraphs", "reduce-overhead"),
+    bench.add_argument("--compile", choices=COMPILE_MODES,
                        help="DITTO_TORCH_COMPILE for this run; with 'default' the networks part is the compile lever")
     bench.add_argument("--streams", type=int, default=2,
                        help="concurrent paced live streams in the 'streams' part (default 2; the GPU target is 8)")

@@ -121,7 +121,8 @@ class Controls:
         "motion"))
     overlap: int | None = field(default=None, metadata=_info(
         "Clip overlap", "Frames shared by consecutive 80-frame motion clips: more is smoother and slower. "
-        "Checkpoint default: 10 offline, 70 streaming.", "motion", 1, 79, "frames", 1))
+        "Default: the checkpoint's offline (10); streaming 75, one clip per 200 ms of speech.", "motion", 1, 79,
+        "frames", 1))
     motion_smoothing: int | None = field(default=None, metadata=_info(
         "Motion smoothing", "Width of the moving average over head pose (1 disables).", "motion", 1, 25,
         "frames", 1))

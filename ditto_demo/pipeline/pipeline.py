@@ -39,7 +39,7 @@ from ditto_demo.pipeline.audio import (
 from ditto_demo.pipeline.conditioning import Conditioning
 from ditto_demo.pipeline.config import ReleasedDefaults, load_defaults
 from ditto_demo.pipeline.controls import Controls
-from ditto_demo.pipeline.motion import LOW_LATENCY_OVERLAP, StreamingMotion, generate_motion
+from ditto_demo.pipeline.motion import LOW_LATENCY_OVERLAP, MotionOptions, StreamingMotion, generate_motion
 from ditto_demo.pipeline.motion_space import MOTION_DIM, MotionDict, unpack_motion
 from ditto_demo.pipeline.networks import Networks
 from ditto_demo.pipeline.paste_tensor import TensorPasteBack, make_paste_back
@@ -451,7 +451,7 @@ class Pipeline:
     ) -> tuple[HubertStream, StreamingMotion, MotionStitcher]:
         """The streaming feature extractor, motion generator and stitcher of one stream (shared by both users)."""
         defaults = self.defaults("online")
-        options = motion_options(controls, defaults, default_overlap=LOW_LATENCY_OVERLAP if low_latency else None)
+        options = self.stream_options(controls, low_latency=low_latency)
         max_frames = int(self.limits.max_stream_seconds * FPS)
         hubert = self.networks["hubert"]
         conditioning = Conditioning.from_source(
@@ -464,6 +464,12 @@ class Pipeline:
             self.networks["stitch_network"],
         )
         return HubertStream(hubert), motion, stitcher
+
+    def stream_options(self, controls: Controls, *, low_latency: bool = True) -> MotionOptions:
+        """The motion options a stream runs with: the checkpoint's online defaults, the low-latency overlap unless
+        ``controls.overlap`` is set, and the seed resolved (drawn when the controls have none)."""
+        default_overlap = LOW_LATENCY_OVERLAP if low_latency else None
+        return motion_options(controls, self.defaults("online"), default_overlap=default_overlap)
 
     def _silence(self, rows: int) -> np.ndarray:
         """``rows`` of silence features for a stream's warm-up, from one all-zero HuBERT window computed once."""
