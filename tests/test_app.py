@@ -296,8 +296,8 @@ def test_space_front_matter_matches_the_code() -> None:
     """The README's Space configuration preloads exactly the default backend's files, at the pinned revision."""
     import yaml
 
+    from ditto_demo.engine.hub import HUB_REPO_ID, HUB_REVISION, allow_patterns
     from ditto_demo.engine.specs import MODEL_CONFIG_FILE
-    from ditto_demo.hub import HUB_REPO_ID, HUB_REVISION, allow_patterns
 
     text = (ROOT / "README.md").read_text()
     assert text.startswith("---\n")

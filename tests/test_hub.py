@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from ditto_demo.engine import load_network
-from ditto_demo.errors import CheckpointsUnavailableError
-from ditto_demo.hub import (
+from ditto_demo.engine.hub import (
     CHECKPOINTS_ENV,
     HUB_REPO_ID,
     HUB_REVISION,
@@ -20,6 +19,7 @@ from ditto_demo.hub import (
     required_files,
     resolve_checkpoints,
 )
+from ditto_demo.errors import CheckpointsUnavailableError
 from ditto_demo.testing.standins import write_standin_aux_models
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
@@ -139,8 +139,8 @@ def test_patterns_are_limited_to_the_backend() -> None:
 def test_corrupted_cached_file_is_named_with_the_repair(clean_cache: Path, seed0_root: Path, tmp_path: Path) -> None:
     """A blob whose content no longer matches its sha256 name: verify says so, loading says so, both name --force."""
     from ditto_demo.cli import main
+    from ditto_demo.engine.hub import verify_checkpoints
     from ditto_demo.errors import CheckpointError
-    from ditto_demo.hub import verify_checkpoints
 
     snapshot = _add_to_cache(clean_cache, _torch_files(seed0_root, tmp_path))
     assert verify_checkpoints(snapshot, "torch") == {}

@@ -11,9 +11,9 @@ import pytest
 
 from ditto_demo.engine import CORE_NETWORKS, get_spec, load_network
 from ditto_demo.engine.export import example_inputs
+from ditto_demo.engine.hub import missing_files
 from ditto_demo.engine.specs import MODEL_CONFIG_FILE
 from ditto_demo.errors import CheckpointError
-from ditto_demo.hub import missing_files
 from ditto_demo.testing.checkpoints import TINY_MODEL_CONFIG, write_test_checkpoints
 
 

@@ -5,6 +5,7 @@ networks through :class:`Network` and never branches on the backend.
 """
 
 from ditto_demo.engine.backends.base import Network
+from ditto_demo.engine.download import CheckpointDownload, DownloadProgress
 from ditto_demo.engine.host import release_memory
 from ditto_demo.engine.loader import BACKENDS, DEVICES, choose_backend, load_network
 from ditto_demo.engine.specs import AUX_NETWORKS, CORE_NETWORKS, NETWORKS, get_spec
@@ -15,6 +16,8 @@ __all__ = [
     "CORE_NETWORKS",
     "DEVICES",
     "NETWORKS",
+    "CheckpointDownload",
+    "DownloadProgress",
     "Network",
     "choose_backend",
     "get_spec",

@@ -9,11 +9,14 @@ only be checked for existence and emptiness.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Iterable
 from pathlib import Path
 
-__all__ = ["cache_sha256", "file_problem", "repair_command", "verify_files"]
+__all__ = ["cache_sha256", "file_problem", "remove_cached_file", "repair_command", "verify_files"]
+
+log = logging.getLogger(__name__)
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -70,3 +73,16 @@ def repair_command(root: Path, backend: str = "torch") -> str:
     if in_hub_cache(root):
         return f"run `python -m ditto_demo download --backend {backend} --force` to fetch them again"
     return f"replace them in {root} from a complete copy of the checkpoints (or unset DITTO_CHECKPOINTS to use the Hub)"
+
+
+def remove_cached_file(path: Path) -> None:
+    """Delete a damaged file: the snapshot link and the blob it points to (or the file itself, without links).
+
+    A blob whose content does not match its name would otherwise be trusted by every later run (huggingface_hub
+    finds it cached and never fetches it again); removing it makes the next download fetch it afresh.
+    """
+    target = path.resolve() if path.is_symlink() else None
+    path.unlink(missing_ok=True)
+    if target is not None:
+        target.unlink(missing_ok=True)
+    log.warning("removed the damaged checkpoint file %s%s", path, f" (blob {target.name})" if target else "")

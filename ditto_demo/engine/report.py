@@ -38,7 +38,7 @@ def _gpu_line(host: HostInfo) -> str:
 
 def engine_report(checkpoints: Path | None = None) -> str:
     """The report for ``checkpoints`` (default: ``DITTO_CHECKPOINTS``, else the Hub cache; never downloads)."""
-    from ditto_demo.hub import CHECKPOINTS_ENV, HUB_REPO_ID, find_cached_checkpoints, missing_files
+    from ditto_demo.engine.hub import CHECKPOINTS_ENV, HUB_REPO_ID, find_cached_checkpoints, missing_files
 
     host = probe_host()
     lines = [

@@ -4,7 +4,10 @@ Order: ``DITTO_CHECKPOINTS`` (a folder used as it is) > an explicit ``local`` ar
 ``digital-avatar/ditto-talkinghead`` at :data:`HUB_REVISION`, fetched with ``snapshot_download`` and limited to the
 files the chosen backend reads. ``HF_HUB_OFFLINE=1`` is honoured by huggingface_hub itself: then only the local
 cache is consulted. Whatever fails, the caller gets one :class:`CheckpointsUnavailableError` sentence that says
-how to fix it.
+how to fix it (:func:`download_error` writes it, for this module and for :mod:`ditto_demo.engine.download`).
+
+:func:`resolve_checkpoints` blocks until the files are there (the CLI); an app that must serve its page while the
+files arrive uses :class:`ditto_demo.engine.download.CheckpointDownload`, which reports its progress.
 """
 
 from __future__ import annotations
@@ -21,10 +24,18 @@ __all__ = [
     "CHECKPOINTS_ENV",
     "HUB_REPO_ID",
     "HUB_REVISION",
+    "REVISION_ENV",
     "allow_patterns",
+    "configured_revision",
+    "download_error",
     "find_cached_checkpoints",
+    "fix_sentence",
+    "incomplete_error",
+    "local_checkpoints",
     "missing_files",
     "missing_networks",
+    "required_files",
+    "resolve_backend",
     "resolve_checkpoints",
     "verify_checkpoints",
 ]
@@ -111,23 +122,111 @@ def missing_files(root: Path, backend: str) -> list[str]:
     return [f for f in required_files(backend) if not (root / f).is_file()]
 
 
-def find_cached_checkpoints() -> Path | None:
-    """The cached snapshot of the Hub repository at the configured revision, without any network access."""
+def configured_revision() -> str:
+    """The Hub revision to fetch: ``DITTO_HUB_REVISION`` for one run, else the pinned :data:`HUB_REVISION`."""
+    return os.environ.get(REVISION_ENV) or HUB_REVISION
+
+
+def local_checkpoints(local: str | os.PathLike[str] | None = None) -> Path | None:
+    """The local folder to use instead of the Hub (``DITTO_CHECKPOINTS``, else ``local``), or ``None`` for the Hub.
+
+    Raises :class:`CheckpointsUnavailableError` when the chosen folder does not exist: a typo must not turn into
+    a multi-GB download.
+    """
+    chosen = os.environ.get(CHECKPOINTS_ENV) or (os.fspath(local) if local is not None else None)
+    if not chosen:
+        return None
+    root = Path(chosen).expanduser()
+    if not root.is_dir():
+        raise CheckpointsUnavailableError(
+            f"The checkpoint folder {root} does not exist; fix {CHECKPOINTS_ENV} (or --checkpoints) "
+            "or unset it to download from the Hub."
+        )
+    return root
+
+
+def find_cached_checkpoints(
+    revision: str | None = None, *, cache_dir: str | os.PathLike[str] | None = None
+) -> Path | None:
+    """The cached snapshot of the Hub repository at ``revision`` (default: the configured one), without any
+    network access; ``None`` when nothing is cached."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    revision = os.environ.get(REVISION_ENV) or HUB_REVISION
     try:
-        return Path(snapshot_download(HUB_REPO_ID, revision=revision, local_files_only=True))
+        return Path(snapshot_download(HUB_REPO_ID, revision=revision or configured_revision(),
+                                      cache_dir=cache_dir, local_files_only=True))
     except (LocalEntryNotFoundError, OSError, ValueError):
         return None
 
 
-def _fix_sentence(backend: str) -> str:
+def fix_sentence(backend: str) -> str:
+    """How to get the checkpoints by hand (the end of every "could not get them" sentence)."""
     return (
         f"run `python -m ditto_demo download --backend {backend}` on a machine with internet access "
         f"(the files go to the Hugging Face cache), or set {CHECKPOINTS_ENV}=/path/to/checkpoints "
         "to a folder with the Hub layout"
+    )
+
+
+def _first_line(exc: BaseException) -> str:
+    """huggingface_hub's messages carry request ids and hints on further lines; a banner shows one sentence."""
+    text = str(exc).strip()
+    return text.splitlines()[0].rstrip(".") if text else type(exc).__name__
+
+
+def download_error(exc: BaseException, backend: str, *, file: str | None = None) -> CheckpointsUnavailableError:
+    """The one-sentence :class:`CheckpointsUnavailableError` for a failed look-up or download from the Hub.
+
+    ``file`` names the file being fetched when the failure happened (per-file downloads); the fix always ends the
+    sentence. Unknown exception types are described by their first line, never by a traceback.
+    """
+    import httpx2
+    from huggingface_hub.errors import DryRunError, HfHubHTTPError, LocalEntryNotFoundError, XetDownloadError
+
+    what = f"{file} of the Ditto checkpoints" if file else "the Ditto checkpoints"
+    # A dry run that could not list the repository wraps the reason; an HTTP status is worth naming.
+    cause = exc.__cause__ if isinstance(exc, DryRunError) and exc.__cause__ is not None else exc
+    if isinstance(cause, HfHubHTTPError):
+        status = getattr(cause.response, "status_code", None)
+        if status in (401, 403):
+            reason = "access was refused (log in with `hf auth login` or set HF_TOKEN)"
+        else:
+            reason = _first_line(cause)
+        return CheckpointsUnavailableError(f"Downloading {what} failed: {reason}; {fix_sentence(backend)}.")
+    if isinstance(exc, (LocalEntryNotFoundError, DryRunError, ConnectionError, httpx2.ConnectError)):
+        if file:
+            return CheckpointsUnavailableError(
+                f"Downloading {what} failed: the Hub cannot be reached (offline or no network); start again when "
+                f"it can, or {fix_sentence(backend)}."
+            )
+        return CheckpointsUnavailableError(
+            f"The Ditto checkpoints for the {backend} backend are not in the local Hugging Face cache and the Hub "
+            f"cannot be reached (offline or no network); {fix_sentence(backend)}."
+        )
+    if isinstance(cause, (httpx2.HTTPError, XetDownloadError)):  # the connection broke and retries ran out
+        return CheckpointsUnavailableError(
+            f"Downloading {what} failed: the connection to the Hub broke ({_first_line(cause)}); check the network "
+            f"and start again, or {fix_sentence(backend)}."
+        )
+    if isinstance(cause, OSError) and "Consistency check failed" in str(cause):  # fewer bytes than announced
+        return CheckpointsUnavailableError(
+            f"Downloading {what} failed: the Hub sent fewer bytes than the file has (a network problem); "
+            f"start again, or {fix_sentence(backend)}."
+        )
+    if isinstance(cause, OSError):  # disk full, permissions on the cache folder
+        return CheckpointsUnavailableError(
+            f"Could not write the Ditto checkpoints to the Hugging Face cache ({_first_line(cause)}); free disk "
+            "space or set HF_HOME to a writable folder."
+        )
+    return CheckpointsUnavailableError(f"Downloading {what} failed ({_first_line(cause)}); {fix_sentence(backend)}.")
+
+
+def incomplete_error(root: Path, missing: Iterable[str], backend: str) -> CheckpointsUnavailableError:
+    """The sentence for a snapshot that lacks files ``backend`` needs."""
+    return CheckpointsUnavailableError(
+        f"The cached Ditto checkpoints at {root} lack {few(missing)} for the {backend} backend "
+        f"(an interrupted download?); {fix_sentence(backend)}."
     )
 
 
@@ -136,6 +235,15 @@ def verify_checkpoints(root: Path, backend: str) -> dict[str, str]:
     from ditto_demo.engine.integrity import verify_files
 
     return verify_files(root, required_files(backend))
+
+
+def resolve_backend(backend: str) -> str:
+    """``auto`` -> the backend the engine's automatic choice will run (TensorRT where usable, else PyTorch)."""
+    if backend != "auto":
+        return backend
+    from ditto_demo.engine.host import probe_host
+
+    return "tensorrt" if probe_host().tensorrt_usable else "torch"
 
 
 def resolve_checkpoints(
@@ -154,29 +262,21 @@ def resolve_checkpoints(
     ``backend="auto"`` fetches the set the engine's automatic choice will read (TensorRT's where it is usable,
     else PyTorch's).
     """
-    if backend == "auto":
-        from ditto_demo.engine.host import probe_host
-
-        backend = "tensorrt" if probe_host().tensorrt_usable else "torch"
-    chosen = os.environ.get(CHECKPOINTS_ENV) or (os.fspath(local) if local is not None else None)
-    if chosen:
-        root = Path(chosen).expanduser()
-        if not root.is_dir():
-            raise CheckpointsUnavailableError(
-                f"The checkpoint folder {root} does not exist; fix {CHECKPOINTS_ENV} (or --checkpoints) "
-                "or unset it to download from the Hub."
-            )
+    backend = resolve_backend(backend)
+    root = local_checkpoints(local)
+    if root is not None:
         log.info("using local checkpoints at %s", root)
         return root
     return _download(backend, prebuilt_engines=prebuilt_engines, progress=progress, token=token, force=force)
 
 
 def _download(backend: str, *, prebuilt_engines: bool, progress: bool, token: str | None, force: bool) -> Path:
+    import httpx2
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+    from huggingface_hub.errors import XetDownloadError
     from huggingface_hub.utils import disable_progress_bars, enable_progress_bars
 
-    revision = os.environ.get(REVISION_ENV) or HUB_REVISION
+    revision = configured_revision()
     patterns = allow_patterns(backend, prebuilt_engines=prebuilt_engines)
     log.info("resolving %s@%s for the %s backend (%d patterns)", HUB_REPO_ID, revision, backend, len(patterns))
     (enable_progress_bars if progress else disable_progress_bars)()
@@ -185,33 +285,17 @@ def _download(backend: str, *, prebuilt_engines: bool, progress: bool, token: st
             snapshot_download(HUB_REPO_ID, revision=revision, allow_patterns=patterns, token=token,
                               force_download=force)
         )
-    except LocalEntryNotFoundError as exc:
-        raise CheckpointsUnavailableError(
-            f"The Ditto checkpoints for the {backend} backend are not in the local Hugging Face cache and the Hub "
-            f"cannot be reached (offline or no network); {_fix_sentence(backend)}."
-        ) from exc
-    except HfHubHTTPError as exc:
-        status = getattr(exc.response, "status_code", None)
-        reason = "access was refused (log in with `hf auth login` or set HF_TOKEN)" if status in (401, 403) else exc
-        raise CheckpointsUnavailableError(
-            f"Downloading the Ditto checkpoints failed: {reason}; {_fix_sentence(backend)}."
-        ) from exc
-    except OSError as exc:  # disk full, permissions on the cache folder
-        raise CheckpointsUnavailableError(
-            f"Could not write the Ditto checkpoints to the Hugging Face cache ({exc}); free disk space or set "
-            "HF_HOME to a writable folder."
-        ) from exc
+    except (OSError, httpx2.HTTPError, XetDownloadError) as exc:  # HTTP, offline, cache, a connection that broke
+        raise download_error(exc, backend) from exc
     missing = missing_files(root, backend)
     if missing:
-        raise CheckpointsUnavailableError(
-            f"The cached Ditto checkpoints at {root} lack {_few(missing)} for the {backend} backend "
-            f"(an interrupted download?); {_fix_sentence(backend)}."
-        )
+        raise incomplete_error(root, missing, backend)
     log.info("checkpoints ready at %s", root)
     return root
 
 
-def _few(items: Iterable[str], limit: int = 3) -> str:
+def few(items: Iterable[str], limit: int = 3) -> str:
+    """``a, b, c and 4 more``: a list short enough for one sentence."""
     items = list(items)
     shown = ", ".join(items[:limit])
     return f"{shown} and {len(items) - limit} more" if len(items) > limit else shown
