@@ -20,6 +20,7 @@ from ditto_demo.engine.backends.torch_backend import TorchNetwork
 from ditto_demo.pipeline.audio import hubert_features, load_audio
 from ditto_demo.pipeline.conditioning import Conditioning
 from ditto_demo.pipeline.controls import Controls
+from ditto_demo.pipeline.frames import FrameRenderer
 from ditto_demo.pipeline.motion import generate_motion
 from ditto_demo.pipeline.paste_tensor import (
     REMAP_MODELS,
@@ -30,18 +31,18 @@ from ditto_demo.pipeline.paste_tensor import (
     remap_tensor,
     sampling_maps_tensor,
 )
-from ditto_demo.pipeline.pipeline import Pipeline, _Renderer
+from ditto_demo.pipeline.pipeline import Pipeline
 from ditto_demo.pipeline.plan import emotion_for, motion_options, stitch_options
 from ditto_demo.pipeline.render import (
     PasteBack,
     _sampling_maps,
-    compose_output,
     crop_footprint,
     decoder_output_to_image,
     render_to_uint8,
 )
 from ditto_demo.pipeline.stitching import MotionStitcher
 from ditto_demo.pipeline.types import Source
+from ditto_demo.testing.reference import compose_output
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 PORTRAIT = ASSETS / "portrait_illustration.png"
@@ -267,7 +268,7 @@ def _keypoints(pipeline: Pipeline, source: Source, frames: int) -> list[tuple[in
                              options)
     stitcher = MotionStitcher(source, stitch_options(controls, defaults, source, frames, options.seed), frames,
                               pipeline.networks["stitch_network"])
-    renderer = _Renderer(pipeline.networks, source, stitcher, "full")
+    renderer = FrameRenderer(pipeline.networks, source, stitcher, "full")
     return [next(renderer.stitch((index, row))) for index, row in enumerate(motion[:frames])]
 
 
@@ -284,7 +285,7 @@ def _numpy_path(pipeline: Pipeline, source: Source, keypoints: list, framing: st
     return frames
 
 
-def _render(renderer: _Renderer, keypoints: list) -> list[np.ndarray]:
+def _render(renderer: FrameRenderer, keypoints: list) -> list[np.ndarray]:
     frames = []
     for item in keypoints:
         for warped in renderer.warp(item):
@@ -308,10 +309,10 @@ def test_renderer_tensor_path_equals_the_host_path(pipeline: Pipeline, framing: 
         return original_run(self, feeds)
 
     monkeypatch.setattr(TorchNetwork, "_run", counting_run)
-    host_renderer = _Renderer(pipeline.networks, source, None, framing)  # type: ignore[arg-type]
+    host_renderer = FrameRenderer(pipeline.networks, source, None, framing)  # type: ignore[arg-type]
     host_frames = _render(host_renderer, keypoints)
     assert type(host_renderer.paste) is PasteBack  # the decoder is on the CPU
-    device_renderer = _Renderer(pipeline.networks, source, None, framing, paste=TensorPasteBack())  # type: ignore[arg-type]
+    device_renderer = FrameRenderer(pipeline.networks, source, None, framing, paste=TensorPasteBack())  # type: ignore[arg-type]
     device_frames = _render(device_renderer, keypoints)
     # Neither path goes through the host-array call (and its read-only feature copy) of warp or decoder.
     assert "warp_network" not in host_calls
@@ -327,7 +328,7 @@ def test_renderer_tensor_path_equals_the_host_path(pipeline: Pipeline, framing: 
 
 def test_appearance_is_uploaded_once_per_source_frame(pipeline: Pipeline) -> None:
     source = _video_like(pipeline.register(PORTRAIT, Controls()))
-    renderer = _Renderer(pipeline.networks, source, None, "full")  # type: ignore[arg-type]
+    renderer = FrameRenderer(pipeline.networks, source, None, "full")  # type: ignore[arg-type]
     cpu = torch.device("cpu")
     first = renderer.appearance(source.frames[0], cpu)
     assert renderer.appearance(source.frames[0], cpu) is first
@@ -339,5 +340,5 @@ def test_appearance_is_uploaded_once_per_source_frame(pipeline: Pipeline) -> Non
 
     third = replace(source.frames[0], appearance=source.frames[1].appearance)
     renderer.appearance(third, cpu)
-    assert len(renderer._features) == _Renderer.FEATURE_CACHE_SIZE  # bounded: the oldest went
+    assert len(renderer._features) == FrameRenderer.FEATURE_CACHE_SIZE  # bounded: the oldest went
     assert renderer.appearance(source.frames[1], cpu) is not second

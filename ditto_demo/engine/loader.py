@@ -78,12 +78,12 @@ def choose_backend(spec: NetworkSpec, root: Path, backend: str = "auto", device:
     return BackendChoice("onnx", resolved, why)
 
 
-def _load_torch(spec: NetworkSpec, root: Path, device: str) -> Network:
-    from ditto_demo.engine.backends.torch_backend import TorchNetwork, compile_mode_from_env
+def _load_torch(spec: NetworkSpec, root: Path, device: str, compile_mode: str) -> Network:
+    from ditto_demo.engine.backends.torch_backend import TorchNetwork
     from ditto_demo.engine.checkpoints import build_module, configured_input_shapes, model_config
 
     shapes = configured_input_shapes(spec, model_config(root))
-    return TorchNetwork(spec, build_module(spec, root), device, shapes, compile_mode=compile_mode_from_env())
+    return TorchNetwork(spec, build_module(spec, root), device, shapes, compile_mode=compile_mode)
 
 
 def _onnx_file(spec: NetworkSpec, root: Path) -> tuple[Path, OnnxSource]:
@@ -109,20 +109,21 @@ def _onnx_file(spec: NetworkSpec, root: Path) -> tuple[Path, OnnxSource]:
     )
 
 
-def _load_onnx(spec: NetworkSpec, root: Path, device: str) -> Network:
+def _load_onnx(spec: NetworkSpec, root: Path, device: str, compile_mode: str) -> Network:
     from ditto_demo.engine.backends.onnx_backend import OnnxNetwork
 
     path, source = _onnx_file(spec, root)
     return OnnxNetwork(spec, path, source, device)
 
 
-def _load_tensorrt(spec: NetworkSpec, root: Path, device: str) -> Network:
+def _load_tensorrt(spec: NetworkSpec, root: Path, device: str, compile_mode: str) -> Network:
     from ditto_demo.engine.backends.tensorrt_backend import load_tensorrt_network
 
     return load_tensorrt_network(spec, root, probe_host())
 
 
-_LOADERS: dict[str, Callable[[NetworkSpec, Path, str], Network]] = {
+#: ``loader(spec, root, device, compile_mode)``; only the PyTorch loader uses ``compile_mode``.
+_LOADERS: dict[str, Callable[[NetworkSpec, Path, str, str], Network]] = {
     "torch": _load_torch,
     "onnx": _load_onnx,
     "tensorrt": _load_tensorrt,
@@ -130,7 +131,12 @@ _LOADERS: dict[str, Callable[[NetworkSpec, Path, str], Network]] = {
 
 
 def load_network(
-    name: str, root: str | os.PathLike[str], backend: str = "auto", device: str = "auto"
+    name: str,
+    root: str | os.PathLike[str],
+    backend: str = "auto",
+    device: str = "auto",
+    *,
+    compile_mode: str | None = None,
 ) -> Network:
     """Load network ``name`` from the checkpoint root ``root`` on a backend and device.
 
@@ -138,6 +144,8 @@ def load_network(
     model (insightface_det, landmark106, landmark203, landmark478, hubert, blaze_face, face_mesh).
     The result is called with numpy arrays keyed by input binding names and returns a dict of numpy arrays keyed
     by output binding names (``ditto_spec.md`` §2.0); ``run_tensors`` is the same on torch tensors.
+    ``compile_mode``: ``torch.compile`` for a PyTorch network (see ``COMPILE_MODES``). ``None`` takes
+    ``DITTO_TORCH_COMPILE``, for callers of this function alone; the pipeline always passes its typed setting.
     """
     root = Path(root)
     if not root.is_dir():
@@ -146,11 +154,15 @@ def load_network(
         from ditto_demo.engine.landmark478 import load_landmark478
 
         return load_landmark478(root, backend, device)
+    if compile_mode is None:
+        from ditto_demo.engine.backends.torch_backend import compile_mode_from_env
+
+        compile_mode = compile_mode_from_env()
     spec = get_spec(name)
     choice = choose_backend(spec, root, backend, device)
     log.info("%s: %s on %s (%s)", name, choice.backend, choice.device, choice.reason)
     try:
-        return _LOADERS[choice.backend](spec, root, choice.device)
+        return _LOADERS[choice.backend](spec, root, choice.device, compile_mode)
     except (BackendUnavailableError, CheckpointError) as exc:
         if backend != "auto" or choice.backend != "tensorrt":
             raise
@@ -158,4 +170,4 @@ def load_network(
         # missing plugin falls back to PyTorch (or ONNX Runtime) on the GPU, loudly.
         fallback = "torch" if spec.module is not None and _has_checkpoint(spec, root) else "onnx"
         log.warning("%s: TensorRT failed (%s); falling back to %s on cuda", name, exc, fallback)
-        return _LOADERS[fallback](spec, root, "cuda")
+        return _LOADERS[fallback](spec, root, "cuda", compile_mode)

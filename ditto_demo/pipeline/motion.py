@@ -28,7 +28,6 @@ never is. All of this follows the reference's ``audio2motion.py`` and the two pi
 from __future__ import annotations
 
 import logging
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
@@ -38,6 +37,8 @@ from ditto_demo.diffusion import NoiseSchedule
 from ditto_demo.errors import InputError
 from ditto_demo.pipeline.conditioning import COND_DIM, Conditioning
 from ditto_demo.pipeline.motion_space import MOTION_DIM, SMOOTHED_DIMS
+from ditto_demo.pipeline.seeds import draw_seed
+from ditto_demo.pipeline.timebase import HUBERT_DIM
 
 __all__ = [
     "LOW_LATENCY_OVERLAP",
@@ -47,20 +48,16 @@ __all__ = [
     "MotionSampler",
     "StreamingMotion",
     "clip_motion",
-    "draw_seed",
     "fuse_weights",
     "generate_motion",
-    "motion_smoothness",
     "sample_clip",
     "smooth_motion",
-    "streaming_frame_count",
 ]
 
 log = logging.getLogger(__name__)
 
 #: Frames per LMDM clip (3.2 s at 25 fps): fixed by the released network.
 SEQ_FRAMES = 80
-_AUDIO_DIM = 1024
 
 #: Streaming overlap chosen for latency: V = 80 − 75 = 5 new frames per clip, exactly one HuBERT block (5 frames,
 #: one 3200-sample hop). With O = 70 (stock online cfg) a window needs two blocks, so the first frame waits for
@@ -73,15 +70,6 @@ LOW_LATENCY_OVERLAP = 75
 #: One guided denoising step as the engine exposes it:
 #: ``lmdm(x=(1,80,265), cond_frame=(1,265), cond=(1,80,1103), time_cond=(1,) int64) -> {"pred_noise", "x_start"}``.
 LMDMFn = Callable[..., Mapping[str, np.ndarray]]
-
-
-#: Seeds are drawn below this bound: the range ``Controls.seed`` accepts, so a reported seed can be fed back.
-SEED_BOUND = 2**31 - 1
-
-
-def draw_seed() -> int:
-    """A fresh random seed for runs that did not ask for one (reported, and valid as a ``Controls.seed``)."""
-    return secrets.randbelow(SEED_BOUND + 1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,7 +138,11 @@ class MotionOptions:
         return min(self.overlap, self.valid_length) if streaming else self.overlap
 
     def resolved(self) -> MotionOptions:
-        """These options with a concrete seed (a fresh one drawn when ``seed`` is ``None``)."""
+        """These options with a concrete seed (a fresh one drawn when ``seed`` is ``None``).
+
+        For callers of the stage API alone: a pipeline run gets its seed from its plan
+        (:func:`~ditto_demo.pipeline.plan.plan_run`), so the stages never draw one there.
+        """
         return self if self.seed is not None else replace(self, seed=draw_seed())
 
 
@@ -190,52 +182,6 @@ def clip_motion(motion: np.ndarray, clip_range: np.ndarray | None) -> np.ndarray
     if clip_range is None:
         return motion.copy()
     return np.clip(motion, clip_range[0], clip_range[1]).astype(np.float32)
-
-
-def motion_smoothness(motion: np.ndarray, period: int, dims: slice = slice(None)) -> dict[str, float]:
-    """How smooth a motion sequence (L, 265) is, and whether its clip seams show.
-
-    * ``accel_rms``: RMS of the second difference m[k+1] − 2·m[k] + m[k−1] over frames and ``dims`` — overall jitter.
-    * ``seam_step_rms`` / ``step_rms``: RMS of the frame-to-frame step m[k] − m[k−1] into a seam frame (k a positive
-      multiple of ``period``, where a new clip's rows start) and into every other frame.
-    * ``seam_ratio``: their quotient; ≈ 1 means seams are indistinguishable from ordinary frames, ≫ 1 a visible jump.
-
-    A diagnostic for the streaming emission choices (``period`` = V), not a perceptual metric.
-    """
-    rows = np.asarray(motion, dtype=np.float64)[:, dims]
-    if rows.ndim != 2 or len(rows) < 3 or period < 1:
-        raise ValueError(f"need (L ≥ 3, D) motion and a period ≥ 1; got {np.shape(motion)} and {period}")
-    step = np.diff(rows, axis=0)  # step[k − 1] = m[k] − m[k − 1]
-    accel = np.diff(rows, n=2, axis=0)
-    index = np.arange(1, len(rows))
-    seam = index % period == 0
-    rms = lambda values: float(np.sqrt(np.mean(np.square(values)))) if values.size else float("nan")  # noqa: E731
-    seam_rms, other_rms = rms(step[seam]), rms(step[~seam])
-    return {
-        "accel_rms": rms(accel),
-        "seam_step_rms": seam_rms,
-        "step_rms": other_rms,
-        "seam_ratio": seam_rms / other_rms if other_rms > 0 else float("nan"),
-    }
-
-
-def streaming_frame_count(num_features: int, overlap: int) -> int:
-    """Rows :class:`StreamingMotion` emits in total for ``num_features`` real feature rows.
-
-    For O ≥ 40 (the stock online O = 70) this is the reference's count, 10·(⌊M/10⌋ + 1) for O = 70: a few frames
-    more than the speech lasts, because the last window is padded with its final feature and every row generated
-    for it is emitted. For O < 40 it is exactly M (the reference drops frames there, see the module docstring).
-    """
-    valid = SEQ_FRAMES - overlap
-    fuse = min(overlap, valid)
-    total = overlap + num_features
-    start, end, frontier = 0, 0, overlap
-    while start < total:
-        advance = valid if start + SEQ_FRAMES <= total else total - start
-        end = SEQ_FRAMES if end == 0 else end + valid
-        frontier = min(frontier + advance, end) if start + advance >= total else max(frontier, end - fuse)
-        start += advance
-    return frontier - overlap
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -487,7 +433,7 @@ class StreamingMotion:
         self.emit_first_clip = emit_first_clip
         overlap, self.valid, self.fuse = self.options.overlap, self.options.valid_length, self.options.fuse_length(True)
         warm = warmup(overlap) if callable(warmup) else warmup
-        warm = np.asarray(warm, dtype=np.float32).reshape(-1, _AUDIO_DIM)
+        warm = np.asarray(warm, dtype=np.float32).reshape(-1, HUBERT_DIM)
         if len(warm) != overlap:
             raise ValueError(f"the warm-up must have exactly overlap = {overlap} feature rows, got {len(warm)}")
         sampler = MotionSampler(
@@ -520,7 +466,7 @@ class StreamingMotion:
         """Add real feature rows (n, 1024); returns the motion rows (265,) that became final (maybe none)."""
         if self._finished:
             raise RuntimeError("this StreamingMotion is finished; start a new one")
-        rows = np.asarray(features, dtype=np.float32).reshape(-1, _AUDIO_DIM)
+        rows = np.asarray(features, dtype=np.float32).reshape(-1, HUBERT_DIM)
         self.features_received += len(rows)
         self._features = np.concatenate([self._features, rows], axis=0)
         out: list[np.ndarray] = []

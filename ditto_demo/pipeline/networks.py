@@ -17,17 +17,23 @@ class Networks:
     loads the face detector. One instance serves every request of a pipeline.
     """
 
-    def __init__(self, root: str | Path, backend: str = "auto", device: str = "auto") -> None:
+    def __init__(
+        self, root: str | Path, backend: str = "auto", device: str = "auto", *, compile_mode: str = "off"
+    ) -> None:
         self.root = Path(root)
         self.backend = backend
         self.device = device
+        #: ``torch.compile`` mode of the PyTorch networks (a typed setting the app, CLI or bench passes down).
+        self.compile_mode = compile_mode
         self._loaded: dict[str, Network] = {}
         self._lock = threading.Lock()
 
     def __getitem__(self, name: str) -> Network:
         with self._lock:
             if name not in self._loaded:
-                self._loaded[name] = load_network(name, self.root, self.backend, self.device)
+                self._loaded[name] = load_network(
+                    name, self.root, self.backend, self.device, compile_mode=self.compile_mode
+                )
             return self._loaded[name]
 
     def loaded(self) -> dict[str, str]:

@@ -1,7 +1,12 @@
-"""From what the user asked (:class:`Controls`) and what the checkpoint defaults say to each stage's options.
+"""From what the user asked (:class:`Controls`) and what the checkpoint defaults say to one plan per run.
 
-This is the only place where controls are translated; every stage receives its own typed options and knows
-nothing about :class:`Controls`. ``None`` controls take the checkpoint's cfg defaults (:class:`ReleasedDefaults`).
+This is the only place where controls are translated. :func:`plan_run` turns the controls, the checkpoint's
+released defaults, the registered portrait, the audio length and the kind of run (a file, or a stream and its
+latency choice) into one immutable :class:`RunPlan`: every stage's options, the seed (drawn here when the
+controls leave it open, and nowhere else in a run) and the emotion table. Stages receive their part of the plan
+when they are built and know nothing about :class:`Controls`. ``None`` controls take the checkpoint's cfg defaults
+(:class:`ReleasedDefaults`). The helpers below (``motion_options``, ``stitch_options``, …) are the per-stage
+pieces :func:`plan_run` is made of.
 """
 
 from __future__ import annotations
@@ -16,24 +21,29 @@ import numpy as np
 from ditto_demo.pipeline.conditioning import emotion_mix, emotion_probabilities, emotion_table
 from ditto_demo.pipeline.config import ReleasedDefaults
 from ditto_demo.pipeline.controls import EMOTIONS, Controls
-from ditto_demo.pipeline.motion import MotionOptions
+from ditto_demo.pipeline.motion import LOW_LATENCY_OVERLAP, MotionOptions
 from ditto_demo.pipeline.registration import RegistrationOptions
+from ditto_demo.pipeline.seeds import SEED_BOUND, draw_seed
 from ditto_demo.pipeline.stitching import StitchOptions
+from ditto_demo.pipeline.timebase import FPS
 from ditto_demo.pipeline.types import Source
 
 __all__ = [
     "FPS",
+    "SEED_BOUND",
     "Limits",
+    "RunPlan",
     "control_defaults",
+    "draw_seed",
     "emotion_for",
     "motion_options",
+    "plan_run",
     "registration_options",
     "stitch_options",
+    "stream_overlap",
 ]
 
 log = logging.getLogger(__name__)
-
-FPS = 25
 
 
 @dataclass(frozen=True)
@@ -73,7 +83,7 @@ def registration_options(controls: Controls, defaults: ReleasedDefaults, limits:
 def motion_options(
     controls: Controls, defaults: ReleasedDefaults, *, default_overlap: int | None = None
 ) -> MotionOptions:
-    """Sampler and clip options, with the seed resolved (a fresh one when none was asked for).
+    """Sampler and clip options, with the seed settled (drawn here when none was asked for).
 
     ``default_overlap`` replaces the checkpoint's overlap when the controls leave it unset (the low-latency stream
     uses :data:`~ditto_demo.pipeline.motion.LOW_LATENCY_OVERLAP`); an overlap the user chose always wins.
@@ -81,14 +91,14 @@ def motion_options(
     fallback = defaults.overlap if default_overlap is None else default_overlap
     return MotionOptions(
         steps=int(controls.steps if controls.steps is not None else defaults.steps),
-        seed=controls.seed,
+        seed=controls.seed if controls.seed is not None else draw_seed(),
         overlap=int(controls.overlap if controls.overlap is not None else fallback),
         fix_kp_cond=defaults.fix_kp_cond,
         fix_kp_cond_dim=defaults.fix_kp_cond_dim,
         smooth_kernel=int(controls.motion_smoothing if controls.motion_smoothing is not None
                           else defaults.motion_smoothing),
         clip_range=defaults.clip_range,
-    ).resolved()
+    )
 
 
 def _emotion_vector(value: Any) -> np.ndarray:
@@ -174,3 +184,66 @@ def control_defaults(defaults: ReleasedDefaults) -> dict[str, Any]:
         "crop_rotate": defaults.crop_rotate,
         "source_smoothing": defaults.source_smoothing,
     }
+
+
+@dataclass(frozen=True, eq=False)
+class RunPlan:
+    """Everything one run of the pipeline does, decided before any stage starts (see :func:`plan_run`).
+
+    Immutable, so a plan can be handed to stages on different threads: each stage takes its own part when it is
+    built (the motion stage ``motion``, the stitch stage ``stitch``, the conditioning ``emotion`` and
+    ``eye_from_first_frame``, the compose stage ``framing``) and nothing is settled later.
+    """
+
+    #: The motion seed, also the blink seed; reported with the result.
+    seed: int
+    #: Output frames of a file; a stream's upper bound (per-frame control tables are this long).
+    n_frames: int
+    #: A stream (frames while the audio arrives) rather than a whole file.
+    streaming: bool
+    #: Streams only: emit each clip's rows at once, with the low-latency overlap unless one was asked for.
+    low_latency: bool
+    motion: MotionOptions
+    stitch: StitchOptions
+    #: (M, 8) emotion probabilities: one row, a cyclic table, or one row per frame (a timeline).
+    emotion: np.ndarray
+    eye_from_first_frame: bool
+    framing: str
+
+
+def stream_overlap(low_latency: bool) -> int | None:
+    """The overlap a stream uses when the controls leave it unset (``None``: the checkpoint's)."""
+    return LOW_LATENCY_OVERLAP if low_latency else None
+
+
+def plan_run(
+    controls: Controls,
+    defaults: ReleasedDefaults,
+    source: Source,
+    *,
+    n_frames: int | None,
+    limits: Limits | None = None,
+    low_latency: bool = True,
+) -> RunPlan:
+    """The one plan of one run: ``n_frames`` output frames of a file, or a stream when ``n_frames`` is ``None``.
+
+    ``defaults`` are the checkpoint's defaults for the kind of run (offline or online cfg). A stream's per-frame
+    tables are sized for ``limits.max_stream_seconds``. With ``low_latency`` a stream uses
+    :data:`~ditto_demo.pipeline.motion.LOW_LATENCY_OVERLAP` unless ``controls.overlap`` is set (our documented
+    deviation; ``False`` is the reference's timing). The seed is drawn here when the controls have none.
+    """
+    streaming = n_frames is None
+    frames = int((limits or Limits()).max_stream_seconds * FPS) if n_frames is None else int(n_frames)
+    motion = motion_options(controls, defaults, default_overlap=stream_overlap(low_latency) if streaming else None)
+    assert motion.seed is not None  # motion_options resolves it
+    return RunPlan(
+        seed=motion.seed,
+        n_frames=frames,
+        streaming=streaming,
+        low_latency=streaming and low_latency,
+        motion=motion,
+        stitch=stitch_options(controls, defaults, source, frames, motion.seed),
+        emotion=emotion_for(controls, defaults, frames),
+        eye_from_first_frame=defaults.eye_from_first_frame,
+        framing=controls.framing,
+    )
