@@ -17,15 +17,17 @@ from ditto_demo.pipeline.audio import (
     audio_frame_count,
     hubert_features,
     load_audio,
-    offline_window_starts,
     online_feature_count,
-    online_hubert_features,
-    online_window_starts,
     silence_block,
-    silence_features,
     tile_silence,
 )
 from ditto_demo.pipeline.ffmpeg import ffmpeg_executable
+from ditto_demo.testing.reference import (
+    offline_window_starts,
+    online_hubert_features,
+    online_window_starts,
+    silence_features,
+)
 
 SPEECH = Path(__file__).resolve().parents[1] / "assets" / "speech_en.wav"
 PORTRAIT = Path(__file__).resolve().parents[1] / "assets" / "portrait_illustration.png"

@@ -10,7 +10,7 @@ import pytest
 
 from ditto_demo.diffusion import NoiseSchedule
 from ditto_demo.errors import InputError
-from ditto_demo.pipeline.audio import HubertStream, hubert_features, load_audio, online_feature_count, silence_features
+from ditto_demo.pipeline.audio import HubertStream, hubert_features, load_audio, online_feature_count
 from ditto_demo.pipeline.conditioning import COND_SLICES, Conditioning
 from ditto_demo.pipeline.motion import (
     MotionOptions,
@@ -21,9 +21,9 @@ from ditto_demo.pipeline.motion import (
     generate_motion,
     sample_clip,
     smooth_motion,
-    streaming_frame_count,
 )
 from ditto_demo.pipeline.networks import Networks
+from ditto_demo.testing.reference import silence_features, streaming_frame_count
 
 SPEECH = Path(__file__).resolve().parents[1] / "assets" / "speech_en.wav"
 CLIP_CONST = 1000.0
@@ -545,7 +545,7 @@ def test_audio_needed_before_the_first_frame(overlap: int, early: bool, samples:
 
 
 def test_motion_smoothness_sees_seam_jumps() -> None:
-    from ditto_demo.pipeline.motion import motion_smoothness
+    from ditto_demo.bench.smoothness import motion_smoothness
 
     t = np.arange(60, dtype=np.float64)
     smooth = np.repeat(np.sin(t / 7.0)[:, None], 265, axis=1)
@@ -567,7 +567,7 @@ def test_early_emission_spreads_a_clip_disagreement_over_the_next_block() -> Non
     than the others (measured 361 vs 159 here, ratio 2.3) but never a whole-offset jump, and the mean slope is the
     reference's. When consecutive clips agree, early emission changes nothing but the timing (test above).
     """
-    from ditto_demo.pipeline.motion import motion_smoothness
+    from ditto_demo.bench.smoothness import motion_smoothness
 
     opts = MotionOptions(steps=1, overlap=75, seed=0, smooth_kernel=1)
     ref = StreamingMotion(FrameIdLMDM(), _conditioning(), opts, _warmup)

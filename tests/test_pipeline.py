@@ -169,7 +169,8 @@ def test_low_latency_first_frame_needs_only_the_first_hubert_window(pipeline: Pi
     assert first.index == 0
     got_frame.set()
     from ditto_demo.pipeline.audio import online_feature_count
-    from ditto_demo.pipeline.motion import LOW_LATENCY_OVERLAP, streaming_frame_count
+    from ditto_demo.pipeline.motion import LOW_LATENCY_OVERLAP
+    from ditto_demo.testing.reference import streaming_frame_count
 
     # the reference's streaming length (its padded last window adds a few frames past the speech's 25)
     assert len([first, *stream]) == streaming_frame_count(online_feature_count(16000), LOW_LATENCY_OVERLAP) == 35

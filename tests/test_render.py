@@ -8,15 +8,14 @@ import pytest
 
 from ditto_demo.pipeline.render import (
     PasteBack,
-    compose_output,
     crop_footprint,
     decoder_output_to_image,
     pad_to_even,
-    paste_back,
     paste_mask,
     render_to_uint8,
     side_by_side,
 )
+from ditto_demo.testing.reference import compose_output, paste_back
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,7 @@ from ditto_demo.pipeline.stitching import (
     keypoint_dims,
 )
 from ditto_demo.pipeline.types import Source, SourceFrame
+from ditto_demo.testing.reference import stitch_options_from_reference
 
 LIP = keypoint_dims(LIP_KEYPOINTS)
 EYE = keypoint_dims(EYE_KEYPOINTS)
@@ -502,7 +503,7 @@ def test_bad_options_are_input_errors(bad: dict) -> None:
 
 def test_from_reference_kwargs() -> None:
     template = np.zeros((15, 63), np.float32)
-    options = StitchOptions.from_reference(
+    options = stitch_options_from_reference(
         {
             "use_d_keys": {"exp": 1.0, "yaw": 0.5},
             "drive_eye": True,
@@ -530,6 +531,6 @@ def test_from_reference_kwargs() -> None:
     alpha_yaw = np.asarray(options.alpha_yaw)
     assert np.isnan(alpha_yaw[[0, 1, 2, 4]]).all()
     assert alpha_yaw[3] == 0.5
-    assert StitchOptions.from_reference({"delta_eye_open_n": -1}).blink_mode == "off"
+    assert stitch_options_from_reference({"delta_eye_open_n": -1}).blink_mode == "off"
     with pytest.raises(InputError):
-        StitchOptions.from_reference({}, bogus=1)
+        stitch_options_from_reference({}, bogus=1)

@@ -37,6 +37,7 @@ import numpy as np
 
 from ditto_demo.errors import InputError
 from ditto_demo.pipeline.ffmpeg import ffmpeg_executable
+from ditto_demo.pipeline.timebase import HUBERT_DIM, SAMPLE_RATE, SAMPLES_PER_FRAME
 
 __all__ = [
     "BLOCK_FRAMES",
@@ -53,21 +54,13 @@ __all__ = [
     "hubert_block",
     "hubert_features",
     "load_audio",
-    "offline_window_starts",
     "online_feature_count",
-    "online_hubert_features",
-    "online_window_starts",
     "silence_block",
-    "silence_features",
     "tile_silence",
 ]
 
 log = logging.getLogger(__name__)
 
-#: HuBERT's input rate, and the only rate the rest of the pipeline sees.
-SAMPLE_RATE = 16000
-#: 16 kHz samples per 25 fps video frame.
-SAMPLES_PER_FRAME = 640
 #: Chunk layout (past, current, future) in video frames, as released.
 CHUNK_PAST, CHUNK_CURRENT, CHUNK_FUTURE = 3, 5, 2
 #: Video frames produced per window.
@@ -79,8 +72,6 @@ HOP_SAMPLES = CHUNK_CURRENT * SAMPLES_PER_FRAME
 #: Zeros in front of the signal: offline, the window minus (current + future); online, exactly the past frames.
 OFFLINE_LEAD_SAMPLES = WINDOW_SAMPLES - (CHUNK_CURRENT + CHUNK_FUTURE) * SAMPLES_PER_FRAME
 ONLINE_LEAD_SAMPLES = CHUNK_PAST * SAMPLES_PER_FRAME
-#: Width of a HuBERT feature.
-HUBERT_DIM = 1024
 #: The HuBERT frames (50 Hz) aligned with the current 5 video frames: [-14:-4] of the 20 a window yields.
 _KEEP_START = -(CHUNK_CURRENT + CHUNK_FUTURE) * 2
 _KEEP_STOP = -CHUNK_FUTURE * 2
@@ -185,18 +176,6 @@ def online_feature_count(num_samples: int) -> int:
     return BLOCK_FRAMES * math.ceil((int(num_samples) + ONLINE_LEAD_SAMPLES) / HOP_SAMPLES)
 
 
-def offline_window_starts(num_samples: int) -> np.ndarray:
-    """Start of each offline window in original-signal samples (negative = inside the leading zeros)."""
-    blocks = math.ceil(audio_frame_count(num_samples) / BLOCK_FRAMES)
-    return np.arange(blocks, dtype=np.int64) * HOP_SAMPLES - OFFLINE_LEAD_SAMPLES
-
-
-def online_window_starts(num_samples: int) -> np.ndarray:
-    """Start of each streaming window in original-signal samples: 80 samples later than the offline ones."""
-    blocks = online_feature_count(num_samples) // BLOCK_FRAMES
-    return np.arange(blocks, dtype=np.int64) * HOP_SAMPLES - ONLINE_LEAD_SAMPLES
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Features
 # ---------------------------------------------------------------------------------------------------------------
@@ -238,21 +217,13 @@ def hubert_features(hubert: HubertFn, audio: np.ndarray) -> np.ndarray:
     return np.concatenate(blocks, axis=0)[:frames]
 
 
-def silence_features(hubert: HubertFn, num_frames: int) -> np.ndarray:
-    """Offline features of ``num_frames`` × 640 zero samples: the streaming warm-up ("silence") rows.
-
-    Equal to :func:`hubert_features` on that many zeros, computed with ONE HuBERT call: zeros padded with zeros make
-    every window the same all-zero window, so every 5-row block is the same. A stream start (O = 75 rows, 15
-    windows) therefore costs one window instead of fifteen, and callers can cache the block (see
-    :func:`silence_block`).
-    """
-    if num_frames <= 0:
-        return np.zeros((0, HUBERT_DIM), dtype=np.float32)
-    return tile_silence(silence_block(hubert), num_frames)
-
-
 def silence_block(hubert: HubertFn) -> np.ndarray:
-    """The (5, 1024) features of one all-zero window: the repeating unit of :func:`silence_features`."""
+    """The (5, 1024) features of one all-zero window: ``hubert_features`` of zeros repeats it block after block.
+
+    Zeros padded with zeros make every offline window the same all-zero window, so the streaming warm-up
+    ("silence") rows cost one HuBERT call instead of one per 5 rows; callers cache the block and tile it
+    (:func:`tile_silence`).
+    """
     return hubert_block(hubert, np.zeros(WINDOW_SAMPLES, dtype=np.float32))
 
 
@@ -267,8 +238,8 @@ class HubertStream:
 
     Reproduces the reference's online windows exactly (1920 leading zeros, 6480-sample windows every 3200
     samples, the tail zero-padded by :meth:`finish`), so feeding a signal in any chunking gives the same features
-    as :func:`online_hubert_features` on the whole signal. Memory stays bounded: only the samples of the next,
-    incomplete window are kept. Not thread-safe; one stream per audio source.
+    as pushing the whole signal at once. Memory stays bounded: only the samples of the next, incomplete window are
+    kept. Not thread-safe; one stream per audio source.
     """
 
     def __init__(self, hubert: HubertFn) -> None:
@@ -324,10 +295,3 @@ class HubertStream:
     def _run(self, window: np.ndarray) -> np.ndarray:
         self.blocks_emitted += 1
         return hubert_block(self._hubert, window)
-
-
-def online_hubert_features(hubert: HubertFn, audio: np.ndarray) -> np.ndarray:
-    """All streaming features of a known signal, (5·⌈(len + 1920) / 3200⌉, 1024) — what a live stream would yield."""
-    stream = HubertStream(hubert)
-    blocks = stream.push(audio) + stream.finish()
-    return np.concatenate(blocks, axis=0) if blocks else np.zeros((0, HUBERT_DIM), dtype=np.float32)

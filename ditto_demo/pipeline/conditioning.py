@@ -16,6 +16,7 @@ precede real frame 0 — use frame 0's emotion and eyes, as the reference does.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -23,12 +24,14 @@ import numpy as np
 
 from ditto_demo.errors import InputError
 from ditto_demo.pipeline.motion_space import MOTION_DIM, NUM_KP, pack_motion
+from ditto_demo.pipeline.timebase import HUBERT_DIM
 from ditto_demo.pipeline.types import Source
 
 __all__ = [
     "COND_DIM",
     "COND_SLICES",
     "EMOTIONS",
+    "EMOTION_NAMES",
     "NEUTRAL",
     "Conditioning",
     "EmotionLabel",
@@ -41,21 +44,25 @@ __all__ = [
     "eye_indices",
 ]
 
-#: Emotion classes in the order of the condition vector (HSEmotion's classes, reordered by the authors).
+#: Emotion classes in the order of the condition vector (HSEmotion's classes, reordered by the authors): the one
+#: list of emotions in the package.
 EMOTIONS: tuple[str, ...] = ("Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise", "Contempt")
+#: The same classes as the controls, the app, the CLI and the HTTP API spell them (lower case, same order).
+EMOTION_NAMES: tuple[str, ...] = tuple(label.lower() for label in EMOTIONS)
 NEUTRAL = EMOTIONS.index("Neutral")
-_AUDIO_DIM = 1024
 _EMO_DIM = len(EMOTIONS)
 _SC_DIM = NUM_KP * 3
+#: Width of each part of a condition row, in row order (the layout in the module docstring).
+_PART_WIDTHS: tuple[tuple[str, int], ...] = (
+    ("audio", HUBERT_DIM), ("emotion", _EMO_DIM), ("eye_open", 2), ("eye_ball", 6), ("canonical_kp", _SC_DIM),
+)  # fmt: skip
+_PART_ENDS = tuple(itertools.accumulate(width for _, width in _PART_WIDTHS))
 #: Where each part sits in a condition row.
 COND_SLICES: dict[str, slice] = {
-    "audio": slice(0, 1024),
-    "emotion": slice(1024, 1032),
-    "eye_open": slice(1032, 1034),
-    "eye_ball": slice(1034, 1040),
-    "canonical_kp": slice(1040, 1103),
+    name: slice(end - width, end) for (name, width), end in zip(_PART_WIDTHS, _PART_ENDS, strict=True)
 }
-COND_DIM = 1103
+#: Width of a condition row: 1103, as the released LMDM reads it.
+COND_DIM = _PART_ENDS[-1]
 #: The logit a chosen label gets before the softmax: makes one label ≈ 0.99766 and two ≈ 0.4995 each.
 _LABEL_LOGIT = 8.0
 
@@ -190,8 +197,8 @@ def build_conditioning(
     ``canonical_kp`` (63,) is repeated.
     """
     features = np.asarray(features, dtype=np.float32)
-    if features.ndim != 2 or features.shape[1] != _AUDIO_DIM:
-        raise ValueError(f"features must have shape (n, {_AUDIO_DIM}), got {features.shape}")
+    if features.ndim != 2 or features.shape[1] != HUBERT_DIM:
+        raise ValueError(f"features must have shape (n, {HUBERT_DIM}), got {features.shape}")
     emotion = np.asarray(emotion, dtype=np.float32).reshape(-1, _EMO_DIM)
     eye_open = np.asarray(eye_open, dtype=np.float32).reshape(-1, 2)
     eye_ball = np.asarray(eye_ball, dtype=np.float32).reshape(-1, 6)

@@ -15,6 +15,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any, Literal, get_args
 
 from ditto_demo.errors import InputError
+from ditto_demo.pipeline.conditioning import EMOTION_NAMES as EMOTIONS  # the classes, as controls spell them
 
 __all__ = [
     "BLINK_MODES",
@@ -28,8 +29,6 @@ __all__ = [
     "parse_timeline",
 ]
 
-#: The emotion classes of the conditioning vector, in its order (ditto_spec.md §2.6.2).
-EMOTIONS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise", "contempt")
 BlinkMode = Literal["natural", "off", "every"]
 Framing = Literal["full", "crop", "side_by_side"]
 BLINK_MODES: tuple[str, ...] = get_args(BlinkMode)

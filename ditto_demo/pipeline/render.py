@@ -31,11 +31,9 @@ __all__ = [
     "MASK_RATIO",
     "OutputLayout",
     "PasteBack",
-    "compose_output",
     "crop_footprint",
     "decoder_output_to_image",
     "pad_to_even",
-    "paste_back",
     "paste_mask",
     "pasted_output",
     "render_to_uint8",
@@ -214,11 +212,6 @@ class PasteBack:
         return render_to_uint8(render)
 
 
-def paste_back(render512: np.ndarray, frame: np.ndarray, crop_to_image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """One-off paste-back of ``render512`` (S, S, 3) float 0–255 into ``frame`` (H, W, 3) uint8 (no caching)."""
-    return PasteBack(mask)(render512, frame, crop_to_image)
-
-
 def pad_to_even(frame: np.ndarray) -> np.ndarray:
     """The frame with its last row/column repeated where needed so both sides are even (yuv420p needs it)."""
     height, width = frame.shape[:2]
@@ -236,18 +229,6 @@ def side_by_side(left: np.ndarray, right: np.ndarray) -> np.ndarray:
         shrink = right.shape[0] > height
         right = cv2.resize(right, (width, height), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     return pad_to_even(np.concatenate([left, right], axis=1))
-
-
-def compose_output(
-    layout: OutputLayout, pasted: np.ndarray | None, render: np.ndarray, source_frame: np.ndarray
-) -> np.ndarray:
-    """The frame to write for a layout: "full" the pasted frame, "crop" the 512 render as uint8, "side_by_side"
-    the source frame next to the pasted result (same height, even sides)."""
-    if layout == "crop":
-        return render_to_uint8(render)
-    if pasted is None:
-        raise ValueError(f"layout {layout!r} needs the pasted frame")
-    return pasted_output(layout, pasted, source_frame)
 
 
 def pasted_output(layout: OutputLayout, pasted: np.ndarray, source_frame: np.ndarray) -> np.ndarray:

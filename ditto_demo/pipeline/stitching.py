@@ -36,7 +36,8 @@ Deviations from the reference, each deliberate
 * **Streaming without a known length ignores ``fade_out``** (with a warning): the reference needs ``N_d`` to
   place the ramp and has no meaning for it otherwise.
 * **Per-frame ``fade_alpha`` / ``fade_out_keys`` entries of a reference ``ctrl_info`` are not supported**
-  (:meth:`StitchOptions.from_reference` warns and drops them): fades come from ``fade_in`` / ``fade_out`` only.
+  (:func:`ditto_demo.testing.reference.stitch_options_from_reference`, the tests' reader of reference kwargs,
+  warns and drops them): fades come from ``fade_in`` / ``fade_out`` only.
 
 Kept on purpose: ``vad_alpha`` blends *all* 63 expression dims towards the source (quirk 5; the reference builds a
 lip-only mask and never uses it) — use ``lip_amplitude`` for a lip-only effect. ``expression_amplitude`` and
@@ -52,13 +53,13 @@ import logging
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
 from ditto_demo.errors import InputError
-from ditto_demo.pipeline.blink import BLINK_MODES, DEFAULT_SCHEDULE_FRAMES, BlinkMode, blink_schedule, mode_from_open_n
+from ditto_demo.pipeline.blink import BLINK_MODES, DEFAULT_SCHEDULE_FRAMES, BlinkMode, blink_schedule
 from ditto_demo.pipeline.motion_space import NUM_KP, POSE_BINS, MotionDict, pose_degrees, transform_keypoints
 from ditto_demo.pipeline.types import Source
 
@@ -173,7 +174,9 @@ class StitchOptions:
     Per-frame controls (:data:`PerFrame`) take one number for every frame, or one per output frame; a NaN entry or
     a frame past the end of the list means "not set" on that frame (the reference's per-frame ``ctrl_info``).
     The released configuration adds ``delta_pitch=2`` (a slight downward correction of the generated head tilt)
-    and ``fade_type="d0"``; :meth:`from_reference` reads such settings.
+    and ``fade_type="d0"`` (:mod:`ditto_demo.pipeline.plan` sets them from the checkpoint's defaults).
+    ``blink_gaps``, ``vad_alpha``, ``alpha_in_logits``, ``delta_exp`` and ``reference_scale`` are set by no control
+    today: they are reference options the stitcher implements, kept so it stays checkable against the reference.
     """
 
     #: Mix driving motion relative to its first frame d0 (True) or use absolute generated values (False).
@@ -258,86 +261,6 @@ class StitchOptions:
             raise InputError("vad_alpha must lie between 0 and 1.")
         if self.reference_scale is not None and not self.reference_scale > 0:
             raise InputError("reference_scale must be a positive number.")
-
-    @classmethod
-    def from_reference(
-        cls,
-        kwargs: Mapping[str, Any] | None = None,
-        *,
-        ctrl_info: Mapping[int, Mapping[str, Any]] | Sequence[Mapping[str, Any]] | None = None,
-        n_frames: int | None = None,
-        fade_in: int = -1,
-        fade_out: int = -1,
-        **overrides: Any,
-    ) -> StitchOptions:
-        """Options from the reference's ``setup()`` kwargs (e.g. a cfg pkl's ``default_kwargs``) and ``run`` kwargs.
-
-        Reads ``use_d_keys``, ``relative_d``, ``drive_eye``, ``delta_eye_arr``, ``delta_eye_open_n``,
-        ``fade_type``, ``fade_out_keys``, ``flag_stitching``, ``ch_info`` (its frame-0 scale) and
-        ``overall_ctrl_info``; ``ctrl_info`` (per-frame, per-frame wins over overall) is merged into per-frame
-        arrays of ``n_frames`` entries (3000 when unknown). ``alpha_in_logits`` is True, as in the reference;
-        ``overrides`` replace any field afterwards. Per-frame ``fade_alpha`` entries are ignored: use
-        ``fade_in`` / ``fade_out``.
-        """
-        kwargs = dict(kwargs or {})
-        values: dict[str, Any] = {"alpha_in_logits": True}
-        if kwargs.get("use_d_keys") is not None:
-            keys = kwargs["use_d_keys"]
-            values["driving_keys"] = dict(keys) if isinstance(keys, Mapping) else tuple(keys)
-        for theirs, ours in (("relative_d", "relative"), ("drive_eye", "drive_eyes"), ("fade_type", "fade_type")):
-            if kwargs.get(theirs) is not None:
-                values[ours] = kwargs[theirs]
-        if kwargs.get("flag_stitching") is not None:
-            values["use_stitching"] = bool(kwargs["flag_stitching"])
-        if kwargs.get("fade_out_keys") is not None:
-            values["fade_keys"] = tuple(kwargs["fade_out_keys"])
-        if kwargs.get("delta_eye_arr") is not None:
-            values["blink_template"] = np.asarray(kwargs["delta_eye_arr"], dtype=np.float32)
-        mode, interval, gaps = mode_from_open_n(kwargs.get("delta_eye_open_n", 0))
-        values.update(blink_mode=mode, blink_interval=interval, blink_gaps=gaps)
-        ch_info = kwargs.get("ch_info")
-        if ch_info is not None:
-            values["reference_scale"] = float(np.asarray(ch_info["x_s_info_lst"][0]["scale"]).reshape(-1)[0])
-        values["fade_in"] = max(int(fade_in), 0)
-        values["fade_out"] = max(int(fade_out), 0)
-
-        overall = dict(kwargs.get("overall_ctrl_info") or {})
-        if isinstance(ctrl_info, Mapping):
-            per_frame = {int(k): dict(v) for k, v in ctrl_info.items()}
-        else:
-            per_frame = {i: dict(v) for i, v in enumerate(ctrl_info or [])}
-        length = n_frames if n_frames is not None else max([DEFAULT_SCHEDULE_FRAMES, *(k + 1 for k in per_frame)])
-        scalar_keys = [f"{kind}_{angle}" for kind in ("delta", "alpha") for angle in POSE_KEYS] + ["vad_alpha"]
-        for key in scalar_keys:
-            frames_with_key = {i: c[key] for i, c in per_frame.items() if key in c and 0 <= i < length}
-            if not frames_with_key:
-                if key in overall:
-                    values[key] = float(overall[key])
-                continue
-            array = np.full(length, float(overall[key]) if key in overall else np.nan)
-            for i, value in frames_with_key.items():
-                array[i] = float(value)
-            if key == "vad_alpha":
-                array = np.where(np.isnan(array), 1.0, array)
-            values[key] = array
-        frames_with_exp = {i: c["delta_exp"] for i, c in per_frame.items() if "delta_exp" in c and 0 <= i < length}
-        if frames_with_exp:
-            base = np.asarray(overall["delta_exp"], np.float64).reshape(-1) if "delta_exp" in overall else np.nan
-            rows = np.empty((length, NUM_KP * 3))
-            rows[:] = base
-            for i, value in frames_with_exp.items():
-                rows[i] = np.asarray(value, np.float64).reshape(-1)
-            values["delta_exp"] = rows
-        elif "delta_exp" in overall:
-            values["delta_exp"] = np.asarray(overall["delta_exp"], np.float64).reshape(-1)
-        if any("fade_alpha" in c or "fade_out_keys" in c for c in per_frame.values()):
-            logger.warning("Per-frame fade_alpha/fade_out_keys in ctrl_info are ignored; use fade_in / fade_out.")
-        known = {f.name for f in fields(cls)}
-        unknown = set(overrides) - known
-        if unknown:
-            raise InputError(f"Unknown stitch option(s): {', '.join(sorted(unknown))}.")
-        values.update(overrides)
-        return cls(**values)
 
 
 def _value_at(values: np.ndarray | None, index: int) -> float | None:

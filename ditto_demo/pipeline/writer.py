@@ -57,6 +57,7 @@ import numpy as np
 from ditto_demo.errors import BackendUnavailableError, DittoError, InputError
 from ditto_demo.pipeline.ffmpeg import ffmpeg_executable
 from ditto_demo.pipeline.render import pad_to_even
+from ditto_demo.pipeline.timebase import FPS
 
 __all__ = [
     "CODEC_ENV",
@@ -246,7 +247,7 @@ def _nvenc_trial() -> str | None:
     """
     command = [
         ffmpeg_executable(), "-hide_banner", "-nostdin", "-loglevel", "error",
-        "-f", "lavfi", "-i", "color=c=gray:s=256x256:r=25", "-frames:v", "1",
+        "-f", "lavfi", "-i", f"color=c=gray:s=256x256:r={FPS}", "-frames:v", "1",
         "-c:v", "h264_nvenc", "-f", "null", "-",
     ]  # fmt: skip
     try:
@@ -275,7 +276,7 @@ def nvenc_problem(*, require_cuda: bool = True) -> str | None:
 class VideoWriter:
     """Streams RGB uint8 frames (H, W, 3) into an MP4 at ``path``; use as a context manager.
 
-    ``with VideoWriter(out, fps=25, audio_path=wav) as writer: writer.write(frame)`` — leaving the block normally
+    ``with VideoWriter(out, fps=FPS, audio_path=wav) as writer: writer.write(frame)`` — leaving the block normally
     finishes the file (:meth:`close`), leaving it with an exception discards everything (:meth:`abort`). All frames
     must have the size of the first; odd sizes are made even by repeating the last row/column. ``encoder``: how
     to encode; ``None`` reads the environment (:meth:`EncoderSettings.from_env`) each time a writer is made.
@@ -284,7 +285,7 @@ class VideoWriter:
     def __init__(
         self,
         path: str | os.PathLike[str],
-        fps: float = 25,
+        fps: float = FPS,
         audio_path: str | os.PathLike[str] | None = None,
         *,
         encoder: EncoderSettings | None = None,
