@@ -5,8 +5,8 @@ They read the package's source with :mod:`ast` (nothing is imported, so every mo
 * ``EMOTIONS`` is assigned only in :mod:`ditto_demo.pipeline.conditioning`, and no other module spells the classes
   out as a literal tuple, list or set (under any name, in any case);
 * no module but :mod:`ditto_demo.pipeline.timebase` binds a frame rate, sample rate, samples-per-frame or feature
-  width to a number at module level (``FPS = 25``, ``_SAMPLE_RATE = 16000``, ``_AUDIO_DIM = 1024``, …), nor gives a
-  ``fps`` / ``sample_rate`` parameter a numeric default (``fps: float = 25``).
+  width to a number at module level (``FPS = 25``, ``_SAMPLE_RATE = 16000``, ``_AUDIO_DIM = 1024``, …), nor (outside
+  ``ditto_demo.testing``) gives a ``fps`` / ``sample_rate`` parameter a numeric default (``fps: float = 25``).
 """
 
 from __future__ import annotations
@@ -99,9 +99,15 @@ def time_base_numbers(root: Path) -> list[str]:
 
 
 def rate_defaults(root: Path) -> list[str]:
-    """``fps`` / ``sample_rate`` parameters (any function, anywhere) whose default is a number."""
+    """``fps`` / ``sample_rate`` parameters whose default is a number, outside ``testing/``.
+
+    ``ditto_demo.testing`` is left out: its synthetic media (portrait clips, speech) may be made at any rate, since
+    the pipeline reads sources of any rate; the rule is for the stages, whose rate is the time base.
+    """
     found = []
     for path, tree in _modules(root):
+        if "testing" in path.relative_to(root).parts[:-1]:
+            continue
         for node in ast.walk(tree):
             if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
                 continue
@@ -185,3 +191,10 @@ def test_imports_and_derived_values_are_not_copies(tmp_path: Path) -> None:
     )
     checks = (emotions_assignments, emotion_literals, time_base_numbers, rate_defaults)
     assert [check(tmp_path) for check in checks] == [[], [], [], []]
+
+
+def test_synthetic_media_in_testing_may_choose_its_rate(tmp_path: Path) -> None:
+    (tmp_path / "testing").mkdir()
+    (tmp_path / "testing" / "clips.py").write_text("def write_clip(fps: int = 30): ...\n", encoding="utf-8")
+    (tmp_path / "stage.py").write_text("def write(fps: int = 30): ...\n", encoding="utf-8")
+    assert rate_defaults(tmp_path) == ["stage.py:1 fps"]
