@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ditto_demo.errors import CheckpointError, DittoError, InputError
+
+if TYPE_CHECKING:
+    from ditto_demo.pipeline.controls import Controls
 
 __all__ = ["main"]
 
@@ -64,7 +71,7 @@ def _doctor(args: argparse.Namespace) -> int:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from ditto_demo.hub import resolve_checkpoints
+    from ditto_demo.engine.hub import resolve_checkpoints
 
     root = resolve_checkpoints(args.backend, prebuilt_engines=args.prebuilt_engines, force=args.force)
     print(root)
@@ -72,8 +79,8 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from ditto_demo.engine.hub import resolve_checkpoints, verify_checkpoints
     from ditto_demo.engine.integrity import repair_command
-    from ditto_demo.hub import resolve_checkpoints, verify_checkpoints
 
     root = resolve_checkpoints(args.backend, local=args.checkpoints)
     problems = verify_checkpoints(root, args.backend)
@@ -88,7 +95,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _export_onnx(args: argparse.Namespace) -> int:
     from ditto_demo.engine import CORE_NETWORKS
     from ditto_demo.engine.export import export_network
-    from ditto_demo.hub import resolve_checkpoints
+    from ditto_demo.engine.hub import resolve_checkpoints
 
     root = resolve_checkpoints("torch", local=args.checkpoints)
     output = Path(args.output)
@@ -100,19 +107,44 @@ def _export_onnx(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from ditto_demo.cli_controls import controls_from_args
+
+    controls = controls_from_args(args)  # validate every control before loading anything
+    inputs = (("--source", args.source),) + ((("--audio", args.audio),) if args.audio is not None else ())
+    for label, value in inputs:
+        if not Path(value).is_file():
+            raise InputError(f"{label} {value} does not exist or is not a file.")
+    with ExitStack() as cleanup:
+        audio = args.audio
+        if args.text is not None:
+            # The speech lives in a temporary folder for this run only; the video carries it.
+            folder = Path(cleanup.enter_context(tempfile.TemporaryDirectory(prefix="ditto-speech-")))
+            audio = str(_speak_text(args.text, folder / "speech.wav", tts_model=args.tts_model))
+        if args.save_settings:
+            Path(args.save_settings).write_text(controls.to_json() + "\n")
+        return _render(args, controls, audio)
+
+
+def _speak_text(text: str, output: Path, *, tts_model: str | None, seed: int = 0) -> Path:
+    """Speak ``text`` into the WAV file ``output`` (checked before the voice loads)."""
+    from ditto_demo.speech import check_text, load_voice, write_speech
+
+    check_text(text)
+    return write_speech(load_voice(tts_model), text, output, seed=seed)
+
+
+def _speak(args: argparse.Namespace) -> int:
+    print(_speak_text(args.text, Path(args.output), tts_model=args.tts_model, seed=args.seed))
+    return 0
+
+
+def _render(args: argparse.Namespace, controls: Controls, audio: str) -> int:
     import threading
 
     from tqdm import tqdm
 
-    from ditto_demo.cli_controls import controls_from_args
     from ditto_demo.pipeline.pipeline import Pipeline
 
-    controls = controls_from_args(args)  # validate every control before loading anything
-    for label, value in (("--source", args.source), ("--audio", args.audio)):
-        if not Path(value).is_file():
-            raise InputError(f"{label} {value} does not exist or is not a file.")
-    if args.save_settings:
-        Path(args.save_settings).write_text(controls.to_json() + "\n")
     pipeline = Pipeline(args.checkpoints, backend=args.backend, device=args.device)
     cancel = threading.Event()
     quiet = args.quiet or not sys.stderr.isatty()  # no bar in logs: a user error stays one line
@@ -128,7 +160,7 @@ def _generate(args: argparse.Namespace) -> int:
             bar.refresh()
 
         try:
-            result = pipeline.generate(args.source, args.audio, controls, output=args.output, progress=progress,
+            result = pipeline.generate(args.source, audio, controls, output=args.output, progress=progress,
                                        cancel=cancel)
         except KeyboardInterrupt:
             cancel.set()
@@ -153,6 +185,14 @@ def _make_test_checkpoints(args: argparse.Namespace) -> int:
         raise InputError(f"{root} exists and is not a folder; choose another path.")
     print(write_test_checkpoints(root, args.size, args.seed))
     return 0
+
+
+def _add_tts_model_flag(parser: argparse.ArgumentParser) -> None:
+    from ditto_demo.speech.hub import TTS_MODEL_ENV
+
+    parser.add_argument("--tts-model", default=os.environ.get(TTS_MODEL_ENV) or None, metavar="HUB_MODEL",
+                        help=f"a Hub text-to-speech model to prefer where transformers and the Hub are reachable, "
+                             f"e.g. facebook/mms-tts-eng (default: {TTS_MODEL_ENV} or none: the built-in voice)")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -225,7 +265,10 @@ def _build_parser() -> argparse.ArgumentParser:
         "generate", help="render a talking-head video from a portrait (image or video) and speech"
     )
     generate.add_argument("--source", required=True, help="portrait: an image (jpg, png, webp, ...) or a video")
-    generate.add_argument("--audio", required=True, help="speech: any format ffmpeg reads (wav, mp3, m4a, ...)")
+    speech = generate.add_mutually_exclusive_group(required=True)
+    speech.add_argument("--audio", help="speech: any format ffmpeg reads (wav, mp3, m4a, ...)")
+    speech.add_argument("--text", help="text to speak with the built-in voice instead of --audio (English)")
+    _add_tts_model_flag(generate)
     generate.add_argument("--output", required=True, help="the .mp4 to write (only written when complete)")
     generate.add_argument("--checkpoints", help="checkpoint folder (default: DITTO_CHECKPOINTS or the Hub)")
     generate.add_argument("--backend", choices=BACKENDS, default="auto")
@@ -234,6 +277,14 @@ def _build_parser() -> argparse.ArgumentParser:
     generate.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     add_control_flags(generate)
     generate.set_defaults(func=_generate)
+
+    speak = sub.add_parser("speak", help="speak text into a 16 kHz WAV file with the built-in voice (offline)")
+    speak.add_argument("--text", required=True, help="what to say (English)")
+    speak.add_argument("--output", required=True, help="the .wav to write (only written when complete)")
+    speak.add_argument("--seed", type=int, default=0,
+                       help="the voice's natural variation: the same text and seed give the same speech [0]")
+    _add_tts_model_flag(speak)
+    speak.set_defaults(func=_speak)
 
     test_ckpt = sub.add_parser(
         "make-test-checkpoints",
