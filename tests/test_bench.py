@@ -114,10 +114,15 @@ def test_table_names_the_headline_figures(results: dict[str, Any]) -> None:
         assert text in table
 
 
-def test_paced_stream_reports_its_delays(tiny_root: Path) -> None:
+@pytest.fixture(scope="module")
+def paced_results(tiny_root: Path) -> dict[str, Any]:
     options = BenchOptions(backend="torch", device="cpu", runs=1, warmup=0, audio_seconds=1.0,
                            parts=("paced", "paced_reference", "streams"), streams=2, checkpoints=tiny_root)
-    results = run_bench(options)
+    return run_bench(options)
+
+
+def test_paced_stream_reports_its_delays(paced_results: dict[str, Any]) -> None:
+    results = paced_results
     paced = results["paced"]
     assert paced["frames"] >= 25
     for key in ("first_frame_from_first_chunk_s", "first_frame_from_audio_start_s", "first_frame_from_onset_s",
@@ -208,28 +213,123 @@ def test_smoothness_compares_the_two_streaming_choices(results: dict[str, Any]) 
     assert "streamed motion" in format_table(results)
 
 
-def test_compile_option_applies_to_the_run_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """``--compile`` sets DITTO_TORCH_COMPILE while the bench runs (load_network reads it) and restores it after,
+class _StopError(Exception):
+    """Raised by a stand-in ``Pipeline``: the test has seen what the bench passed it."""
+
+
+def test_compile_option_reaches_the_pipeline_as_an_argument(tiny_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``--compile`` goes to the pipeline as its typed ``compile_mode`` (``None``: DITTO_TORCH_COMPILE, else off)
+    and the encoder settings as ``encoder``; the environment is never edited, and the torch threads are restored
     also when the run fails. (Compiling real networks is tested in test_engine_torch.py.)"""
     import os
 
-    import ditto_demo.bench as bench
+    import torch
 
-    seen: list[str | None] = []
+    import ditto_demo.bench.driver as driver
+    from ditto_demo.pipeline.writer import EncoderSettings
 
-    def fake_run(options: BenchOptions) -> dict[str, Any]:
-        seen.append(os.environ.get("DITTO_TORCH_COMPILE"))
-        if len(seen) == 2:
-            raise RuntimeError("boom")
-        return {}
+    seen: list[tuple[str, EncoderSettings, str | None, int]] = []
 
-    monkeypatch.setattr(bench, "_run_bench", fake_run)
+    def fake_pipeline(root: Path, **kwargs: Any) -> None:
+        seen.append((kwargs["compile_mode"], kwargs["encoder"], os.environ.get("DITTO_TORCH_COMPILE"),
+                     torch.get_num_threads()))
+        raise _StopError
+
+    def run(**options: Any) -> None:
+        with pytest.raises(_StopError):
+            run_bench(BenchOptions(checkpoints=tiny_root, **options))
+
+    monkeypatch.setattr(driver, "Pipeline", fake_pipeline)
+    monkeypatch.setenv("DITTO_X264_PRESET", "veryfast")
+    threads = torch.get_num_threads()
     monkeypatch.setenv("DITTO_TORCH_COMPILE", "off")
-    run_bench(BenchOptions(compile="max-autotune-no-cudagraphs"))
-    assert os.environ["DITTO_TORCH_COMPILE"] == "off"
+    run(compile="max-autotune-no-cudagraphs", threads=1)
+    monkeypatch.setenv("DITTO_TORCH_COMPILE", "default")
+    run()
     monkeypatch.delenv("DITTO_TORCH_COMPILE")
-    with pytest.raises(RuntimeError, match="boom"):
-        run_bench(BenchOptions(compile="default"))
-    assert "DITTO_TORCH_COMPILE" not in os.environ
-    run_bench(BenchOptions())  # None leaves the environment alone
-    assert seen == ["max-autotune-no-cudagraphs", "default", None]
+    run(compile="default")
+    run()
+    assert [s[0] for s in seen] == ["max-autotune-no-cudagraphs", "default", "default", "off"]
+    assert [s[2] for s in seen] == ["off", "default", None, None]  # read, never written
+    assert all(s[1] == EncoderSettings(preset="veryfast") for s in seen)
+    assert seen[0][3] == 1
+    assert torch.get_num_threads() == threads
+
+
+#: A timing sample (:func:`summarize`'s shape) counts as one key: ``name{stats}``.
+STATS = {"median", "p05", "p95", "min", "max", "n"}
+#: Names the bench passes on without choosing them (the pipeline's stages and phases, the networks' bindings;
+#: the tests above pin those): one key, ``name{...}``.
+OPAQUE = {"stage_ms", "phase_s", "shapes"}
+NETWORK_ENTRY = ("backend", "calls_per_run", "device", "eager_fp32_ms{stats}", "ms{stats}", "ratio", "shapes{...}",
+                 "wrapper_overhead_ms")
+PACED = ("first_frame_from_audio_start_s{stats}", "first_frame_from_first_chunk_s{stats}",
+         "first_frame_from_onset_s{stats}", "frames", "keeps_up", "lag_growth{stats}", "lag_last_s{stats}",
+         "lag_max_s{stats}", "lag_median_s{stats}", "lag_p95_s{stats}", "rtf{stats}", "runs")
+#: The JSON keys of the ``results`` run (tiny, every part but the real-time ones, given checkpoints), as the bench
+#: wrote them before it became a package; ``python -m ditto_demo bench --json`` prints this dict.
+KEYS: dict[str, tuple[str, ...]] = {
+    "machine": ("cores", "cores_usable", "cpu", "cuda", "date", "gpu", "load_average", "load_average_end",
+                "memory_gb", "onnxruntime", "os", "python", "tensorrt", "torch", "torch_threads"),
+    "options": ("audio_seconds", "backend", "checkpoints", "chunk_ms", "compile", "device", "paced", "parts",
+                "portrait", "runs", "seed", "size", "steps", "streams", "threads", "warmup"),
+    "backends": (*SIX, "hubert"),
+    "audio": ("chunk_ms", "lead_silence_s", "onset_rms", "onset_s", "seconds", "source"),
+    "offline": ("first_frame_s{stats}", "frames", "phase_s{...}", "render_ms_per_frame{stats}", "rtf{stats}", "runs",
+                "stage_ms{...}", "total_s{stats}"),
+    "online": ("first_frame_s{stats}", "frames", "rtf{stats}", "runs", "total_s{stats}"),
+    "smoothness": ("low_latency.overlap", "reference.overlap",
+                   *(f"{latency}.{group}.{figure}" for latency in ("low_latency", "reference")
+                     for group in ("all", "expression")
+                     for figure in ("accel_rms", "seam_ratio", "seam_step_rms", "step_rms"))),
+    "networks": ("hubert.eager_fp32_ms",
+                 *(f"{name}.{key}" for name in SIX for key in NETWORK_ENTRY),
+                 *(f"hubert.{key}" for key in NETWORK_ENTRY if key != "eager_fp32_ms{stats}")),
+    "overhead": ("budget_ms", "complete", "total_ms", "within_budget",
+                 *(f"components_ms.{k}" for k in ("encode", "paste_back", "queue", "stitch", "to_image")),
+                 *(f"derived.{k}" for k in ("compose_ms", "decode_outside_network_ms", "queue_ms", "render_wall_ms",
+                                            "stage_sum_ms", "stitch_outside_network_ms", "warp_outside_network_ms")),
+                 *(f"direct.{k}{{stats}}" for k in ("encode_512_ms", "encode_write_512_ms", "paste_back_512_ms",
+                                                    "to_image_512_ms")),
+                 "levers.device", "levers.frames_per_run", "levers.paste_back_picked", "levers.paste_frame",
+                 *(f"levers.{lever}.{k}" for lever in ("paste_back", "render_path")
+                   for k in ("after", "after_ms{stats}", "before", "before_ms{stats}", "speedup"))),
+    "memory": ("networks.rss_mb", "networks.rss_scope", "offline.rss_mb", "offline.rss_scope", "online.rss_mb",
+               "online.rss_scope", "process_peak_rss_mb"),
+    "setup": ("load_s", "register_s"),
+}
+#: Keys whose value is not a dict in that run.
+LEAVES = ("schema", "paced", "paced_reference", "streams", "bench_seconds")
+
+
+def _key_paths(value: Any, path: str = "") -> Iterator[str]:
+    """Every key path of a nested result, a timing sample and an opaque table counting as one key."""
+    if not isinstance(value, dict):
+        yield path
+        return
+    if set(value) == STATS:
+        yield f"{path}{{stats}}"
+        return
+    for key, item in value.items():
+        where = f"{path}.{key}" if path else key
+        if key in OPAQUE:
+            yield f"{where}{{...}}"
+        else:
+            yield from _key_paths(item, where)
+
+
+def test_json_keys_are_those_of_the_single_module_bench(results: dict[str, Any]) -> None:
+    expected = {f"{top}.{key}" for top, keys in KEYS.items() for key in keys} | set(LEAVES)
+    got = set(_key_paths(results))
+    assert got == expected, (sorted(got - expected), sorted(expected - got))
+
+
+def test_json_keys_of_the_real_time_parts(paced_results: dict[str, Any]) -> None:
+    expected = {f"{part}.{key}" for part in ("paced", "paced_reference") for key in PACED}
+    expected |= {f"streams.{key}" for key in ("all_kept_up", "first_frame_from_onset_max_s{stats}",
+                                              "first_frame_from_onset_median_s{stats}", "kept_up{stats}", "runs",
+                                              "streams", "worst_lag_growth{stats}", "worst_lag_last_s{stats}")}
+    expected |= {f"memory.{part}.{key}" for part in ("paced", "paced_reference", "streams")
+                 for key in ("rss_mb", "rss_scope")} | {"memory.process_peak_rss_mb"}
+    got = {p for p in _key_paths(paced_results) if p.split(".")[0] in ("paced", "paced_reference", "streams", "memory")}
+    assert got == expected, (sorted(got - expected), sorted(expected - got))
