@@ -17,13 +17,14 @@ import imageio_ffmpeg
 import pytest
 
 from ditto_demo.errors import DittoError, InputError
+from ditto_demo.live.file_chunks import stream_file_chunks
 from ditto_demo.pipeline.audio import load_audio
 from ditto_demo.pipeline.controls import EMOTIONS, Controls
 from ditto_demo.pipeline.pipeline import Pipeline
+from ditto_demo.speech.hub import TextToSpeech, synthesize
 from ditto_demo.ui.compare_tab import CompareActions, build_compare_tab, parse_settings, shared_seed
-from ditto_demo.ui.live_tab import build_live_tab, stream_file_chunks
+from ditto_demo.ui.live_tab import build_live_tab
 from ditto_demo.ui.service import AppSettings, DemoService
-from ditto_demo.ui.tts import TextToSpeech, synthesize
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 PORTRAIT = ASSETS / "portrait_illustration.png"

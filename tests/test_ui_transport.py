@@ -19,10 +19,12 @@ import numpy as np
 import pytest
 
 from ditto_demo.errors import DittoError, InputError
+from ditto_demo.live.session import LiveSession
 from ditto_demo.pipeline.controls import Controls
+from ditto_demo.pipeline.pcm import Resampler, resample, to_mono_float32
 from ditto_demo.pipeline.pipeline import Pipeline
 from ditto_demo.ui.service import AppSettings, DemoService
-from ditto_demo.ui.transport import GradioStreamTransport, LiveSession, Resampler, resample, to_mono_float32
+from ditto_demo.ui.transport import GradioStreamTransport
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 PORTRAIT = ASSETS / "portrait_illustration.png"

@@ -284,7 +284,7 @@ def test_writer_without_settings_follows_the_environment(tmp_path: Path, monkeyp
 
 
 def test_live_chunks_use_the_streaming_profile(tmp_path: Path) -> None:
-    from ditto_demo.ui.live_tab import _write_chunk
+    from ditto_demo.live.file_chunks import write_chunk as _write_chunk
 
     samples = np.zeros(25 * 640, np.float32)
     path = _write_chunk(tmp_path, 0, _frames(25), samples)

@@ -18,7 +18,7 @@ import numpy as np
 import soxr
 
 from ditto_demo.errors import InputError
-from ditto_demo.pipeline.audio import SAMPLE_RATE
+from ditto_demo.pipeline.timebase import SAMPLE_RATE
 
 __all__ = ["Resampler", "resample", "to_mono_float32", "write_wav"]
 

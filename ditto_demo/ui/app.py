@@ -68,11 +68,6 @@ def create_service(env: Mapping[str, str] | None = None) -> DemoService:
     return service
 
 
-def _system_report(redact: PathRedactor, checkpoints: str | None) -> str:
-    """What the engine found on this host (``python -m ditto_demo doctor``), without server folders."""
-    from ditto_demo.engine.report import engine_report
-
-    return redact(engine_report(Path(checkpoints) if checkpoints else None))
 
 
 def build_app(service: DemoService) -> gr.Blocks:
@@ -100,7 +95,7 @@ def build_app(service: DemoService) -> gr.Blocks:
             report = gr.Textbox(label="Engine status (same as `python -m ditto_demo doctor`)", lines=12,
                                 max_lines=30, interactive=False)
             show = gr.Button("Check this server", size="sm")
-            show.click(lambda: _system_report(redact, settings.checkpoints), outputs=report,
+            show.click(lambda: redact(service.engine_report()), outputs=report,
                        api_name="system_report", api_visibility="private", concurrency_limit=1)
 
         def tab_closed(request: gr.Request) -> None:

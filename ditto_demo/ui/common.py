@@ -8,16 +8,12 @@ import logging
 import os
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import gradio as gr
 
 from ditto_demo.errors import DittoError
-from ditto_demo.pipeline.pipeline import ProgressFn
-from ditto_demo.pipeline.runner import CancelledError
-
-if TYPE_CHECKING:
-    from ditto_demo.ui.service import DemoService
+from ditto_demo.ui.service import CancelledError, DemoService, ProgressFn
 
 __all__ = ["APP_FOLDER", "STAGE_LABELS", "PathRedactor", "progress_adapter", "public_errors", "user_errors"]
 

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import numpy as np
 
 from ditto_demo.errors import DittoError, InputError
 from ditto_demo.pipeline.controls import EMOTIONS, FRAMINGS, Controls
@@ -68,9 +67,10 @@ def parse_settings(text: str | dict[str, Any] | None, what: str) -> Controls:
 
 
 def shared_seed(a: Controls, b: Controls) -> tuple[Controls, Controls]:
-    """Both sides with one seed: a missing seed takes the other side's; with neither, one random seed."""
+    """Both sides with one seed: a missing seed takes the other side's; with neither, one random seed (drawn by
+    the service, like every seed the app shows)."""
     if a.seed is None and b.seed is None:
-        seed = int(np.random.default_rng().integers(2**31 - 1))
+        seed = DemoService.new_seed()
         return a.with_changes(seed=seed), b.with_changes(seed=seed)
     if a.seed is None:
         return a.with_changes(seed=b.seed), b

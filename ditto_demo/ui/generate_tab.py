@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,8 +66,6 @@ HELPER_API_NAMES = (
 )
 #: Crop controls that change the preview.
 _CROP_NAMES = ("crop_scale", "crop_x", "crop_y", "crop_rotate")
-#: Random seeds stay inside the seed control's range, so "reuse seed" and the saved settings always validate.
-_SEED_LIMIT = 2**31 - 1
 #: A settings file is a few hundred bytes; anything much larger is not one.
 _MAX_SETTINGS_BYTES = 256 * 1024
 #: Preview (face detection + landmarks on a freshly lent GPU) needs little time.
@@ -128,21 +125,11 @@ def _chosen_source(kind: str | None, image: str | None, video: str | None) -> st
     return image or video or None
 
 
-def _with_random_seed(controls: Controls) -> Controls:
-    """An empty seed means "random": draw it here, in the control's range, so it can be echoed and reused."""
+def _with_random_seed(service: DemoService, controls: Controls) -> Controls:
+    """An empty seed means "random": the service draws one now, so it can be echoed, saved and reused."""
     if controls.seed is not None:
         return controls
-    return controls.with_changes(seed=secrets.randbelow(_SEED_LIMIT + 1))
-
-
-def _speech_engine() -> Any:
-    """The app's one text-to-speech engine (it loads its model on first use), or ``None`` if TTS is not built in."""
-    try:
-        from ditto_demo.ui.tts import TextToSpeech
-    except ImportError as exc:
-        log.warning("text to speech is unavailable: %s", exc)
-        return None
-    return TextToSpeech()
+    return controls.with_changes(seed=service.new_seed())
 
 
 def _signature(panel: ControlPanel, *, progress: bool) -> inspect.Signature:
@@ -164,7 +151,6 @@ def _handlers(service: DemoService, panel: ControlPanel, redact: Callable[[str],
     """The tab's callbacks, closed over the service and the panel (no module state)."""
     count = len(panel.names)
     settings = service.settings
-    speech_engine = _speech_engine()
 
     def run(
         source: str | None,
@@ -175,7 +161,7 @@ def _handlers(service: DemoService, panel: ControlPanel, redact: Callable[[str],
     ) -> Outcome:
         portrait = service.check_file(source, "a portrait (step 1: a photo, illustration or short video)")
         speech = service.check_file(audio, "the speech (step 2: upload, record or type it)")
-        controls = _with_random_seed(panel.to_controls(*values))
+        controls = _with_random_seed(service, panel.to_controls(*values))
         if progress is not None:
             progress(0.0, desc="Starting")
         token = service.cancel_token(session) if session else None
@@ -219,7 +205,7 @@ def _handlers(service: DemoService, panel: ControlPanel, redact: Callable[[str],
         if chosen is None:
             raise InputError("Add a portrait first: upload a photo, illustration or short video in step 1.")
         if random_seed or seed is None:
-            return chosen, secrets.randbelow(_SEED_LIMIT + 1)
+            return chosen, service.new_seed()
         return chosen, int(seed)
 
     def preview(path: str | None, crop: Sequence[Any]) -> gr.Image:
@@ -242,21 +228,14 @@ def _handlers(service: DemoService, panel: ControlPanel, redact: Callable[[str],
         if not audio:
             return ""
         try:
-            seconds = service.audio_seconds(audio)
+            info = service.describe_audio(audio)
         except DittoError as exc:
             return f"**Too long or unreadable:** {redact(str(exc))}"
-        frames = max(1, -(-round(seconds * 16000) // 640))  # ⌈samples / 640⌉ at 16 kHz, as the pipeline counts
-        return f"{seconds:.1f} s of speech → a {frames}-frame video (limit {settings.max_audio_seconds:g} s)."
+        return (f"{info.seconds:.1f} s of speech → a {info.frames}-frame video "
+                f"(limit {settings.max_audio_seconds:g} s).")
 
     def speak_text(text: str | None) -> str:
-        if not text or not text.strip():
-            raise InputError("Type the text to speak first.")
-        if speech_engine is None:
-            raise DittoError("Text to speech is not available on this server; upload or record the speech "
-                             "instead.")
-        from ditto_demo.ui.tts import synthesize
-
-        return str(synthesize(text.strip(), service.request_dir(), engine=speech_engine))
+        return str(service.speak(text))
 
     def show_result(report: dict[str, Any] | None) -> tuple[str, int | None, gr.Row, gr.File]:
         return summary_markdown(report), (report or {}).get("seed"), gr.Row(visible=True), gr.File(visible=True)
@@ -351,7 +330,9 @@ def build_generate_tab(service: DemoService, redact: Callable[[str], str]) -> Ge
                     audio_info = gr.Markdown("", elem_classes=["ditto-note"])
                     gr.Examples([[speech_example]], inputs=[audio], label="Example speech",
                                 cache_examples=False, api_visibility="private")
-                    with gr.Accordion("…or type text (text to speech)", open=False):
+                    # Offered only where a voice can be had (the built-in voice's package and espeak-ng, or a Hub
+                    # model named by DITTO_TTS_MODEL); the handler still refuses with a sentence if it fails later.
+                    with gr.Accordion("…or type text (text to speech)", open=False, visible=service.can_speak):
                         tts_text = gr.Textbox(label="Text", lines=3, max_lines=8,
                                               placeholder="Hello! I am a portrait that talks.")
                         speak = gr.Button("Make speech from text", size="sm")

@@ -11,8 +11,9 @@ Generate and Compare), so the server never runs more pipeline jobs than ``DITTO_
   frames come instead of once per audio chunk. Stopping the recording, closing the tab (``unload``), or 10 s
   without audio end the session and its threads. The frames have no sound: you hear yourself.
 * **Stream a file.** A speech file is animated and played as it is generated: ``gr.Video(streaming=True)`` gets
-  1-second H.264 + AAC mp4 chunks (the frames with their slice of the speech), which Gradio turns into HLS. The
-  first chunk needs a second of frames, so playback starts a second or two after pressing Stream.
+  1-second H.264 + AAC mp4 chunks (the frames with their slice of the speech, from
+  :meth:`DemoService.stream_file_chunks`), which Gradio turns into HLS. The first chunk needs a second of frames,
+  so playback starts a second or two after pressing Stream.
 """
 
 from __future__ import annotations
@@ -20,28 +21,23 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-import time
-import wave
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
-import numpy as np
 from gradio.context import Context
 
-from ditto_demo.errors import DittoError, InputError
-from ditto_demo.pipeline.audio import SAMPLE_RATE, SAMPLES_PER_FRAME, audio_frame_count, load_audio
-from ditto_demo.pipeline.controls import Controls, control_info
-from ditto_demo.pipeline.writer import EncoderSettings, VideoWriter
+from ditto_demo.errors import DittoError
+from ditto_demo.pipeline.controls import control_info
 from ditto_demo.ui.common import PathRedactor, public_errors, user_errors
 from ditto_demo.ui.service import DemoService
 from ditto_demo.ui.transport import GradioStreamTransport, format_stats
 from ditto_demo.ui.widgets import ControlPanel
 from ditto_demo.ui.zerogpu import audio_duration, on_gpu, zero_gpu_active
 
-__all__ = ["LIVE_CONTROLS", "STREAM_EVERY", "build_live_tab", "stream_file_chunks"]
+__all__ = ["LIVE_CONTROLS", "STREAM_EVERY", "build_live_tab"]
 
 log = logging.getLogger(__name__)
 
@@ -49,10 +45,6 @@ log = logging.getLogger(__name__)
 LIVE_CONTROLS = ("seed", "emotion", "pitch_offset", "yaw_offset", "roll_offset", "framing")
 #: Seconds of microphone audio per chunk sent by the browser: shorter is snappier, longer costs fewer requests.
 STREAM_EVERY = 0.25
-#: Seconds per streamed video chunk. Gradio's guide asks for about a second or more for smooth HLS playback.
-CHUNK_SECONDS = 1.0
-_FPS = SAMPLE_RATE // SAMPLES_PER_FRAME
-_FEED_SAMPLES = 3200
 _ASSETS = Path(__file__).resolve().parents[2] / "assets"
 
 _ZERO_GPU_NOTE = """
@@ -65,93 +57,6 @@ _INTRO = """
 (frames have no sound; you hear yourself). **Stream a file:** a speech file is animated and played while it is
 being generated, in one-second pieces. Settings are read when a session starts.
 """
-
-
-# ------------------------------------------------------------------------------------------- stream a file
-
-
-def _write_wav(path: Path, samples: np.ndarray) -> None:
-    """16-bit PCM mono at 16 kHz (the stdlib's writer: no extra dependency)."""
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2")
-    with wave.open(str(path), "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(SAMPLE_RATE)
-        out.writeframes(pcm.tobytes())
-
-
-def _write_chunk(folder: Path, number: int, frames: list[np.ndarray], samples: np.ndarray) -> Path:
-    """One playable piece: the frames as H.264 with exactly their duration of speech as AAC.
-
-    Encoded with the streaming profile (x264 ultrafast, zerolatency): the chunk is written while the viewer waits
-    for it, so encode time is latency, and a chunk played once does not need the offline files' compression.
-    """
-    wav = folder / f"chunk-{number:04d}.wav"
-    _write_wav(wav, samples)
-    target = folder / f"chunk-{number:04d}.mp4"
-    try:
-        with VideoWriter(target, fps=_FPS, audio_path=wav, encoder=EncoderSettings.streaming()) as writer:
-            for frame in frames:
-                writer.write(frame)
-    finally:
-        wav.unlink(missing_ok=True)
-    return target
-
-
-def stream_file_chunks(
-    service: DemoService,
-    source: str | Path,
-    audio: str | Path,
-    controls: Controls,
-    folder: Path,
-    *,
-    chunk_seconds: float = CHUNK_SECONDS,
-    cancel: threading.Event | None = None,
-) -> Iterator[tuple[Path, dict[str, Any]]]:
-    """Animate a speech file through the streaming pipeline, yielding ``(mp4 chunk, statistics)`` as they are made.
-
-    Chunks hold ``chunk_seconds`` of frames (the last one what is left) with the matching slice of the speech, so
-    their durations add up to the speech's. Closing the iterator stops the pipeline.
-    """
-    started = time.perf_counter()
-    samples = load_audio(Path(audio), max_seconds=service.settings.max_audio_seconds)
-    total = audio_frame_count(len(samples))
-    if total == 0:
-        raise InputError("The speech file is empty.")
-    per_chunk = max(1, round(chunk_seconds * _FPS))
-    feed = (samples[i:i + _FEED_SAMPLES] for i in range(0, len(samples), _FEED_SAMPLES))
-    stream = service.stream(source, feed, controls, cancel=cancel)
-    frames: list[np.ndarray] = []
-    done = 0
-    first_chunk: float | None = None
-    try:
-        for frame in stream:
-            if frame.index >= total:  # the streaming path pads its last window: frames past the speech
-                break
-            frames.append(frame.image)
-            if len(frames) < per_chunk and frame.index < total - 1:
-                continue
-            piece = samples[done * SAMPLES_PER_FRAME:(done + len(frames)) * SAMPLES_PER_FRAME]
-            piece = np.pad(piece, (0, len(frames) * SAMPLES_PER_FRAME - len(piece)))
-            path = _write_chunk(folder, done // per_chunk, frames, piece)
-            done += len(frames)
-            frames = []
-            elapsed = time.perf_counter() - started
-            first_chunk = first_chunk if first_chunk is not None else elapsed
-            yield path, {
-                "frames": done,
-                "of_frames": total,
-                "seconds_streamed": round(done / _FPS, 3),
-                "audio_seconds": round(len(samples) / SAMPLE_RATE, 3),
-                "first_chunk_seconds": round(first_chunk, 3),
-                "elapsed_seconds": round(elapsed, 3),
-                "render_fps": round(done / max(elapsed, 1e-9), 2),
-                "finished": done >= total,
-            }
-            if done >= total:
-                break
-    finally:
-        stream.close()
 
 
 # ---------------------------------------------------------------------------------------------- microphone
@@ -232,7 +137,7 @@ def build_live_tab(service: DemoService) -> None:
                                         elem_id="live-file-video")
                 stream_report = gr.JSON(label="Progress and timing")
 
-    def on_chunk(request: gr.Request, chunk: tuple[int, np.ndarray] | None, source: str | None,
+    def on_chunk(request: gr.Request, chunk: tuple[int, Any] | None, source: str | None,
                  transport: GradioStreamTransport, *values: Any) -> None:
         """One microphone chunk: start the viewer's session on the first one, then queue the audio."""
         if chunk is None or transport.stopped:
@@ -260,9 +165,7 @@ def build_live_tab(service: DemoService) -> None:
         controls = panel.to_controls(*values)
         source_path = service.check_file(source, "a portrait")
         audio_path = service.check_file(audio, "a speech file")
-        service.require()
-        folder = service.request_dir()
-        for path, stats in stream_file_chunks(service, source_path, audio_path, controls, folder):
+        for path, stats in service.stream_file_chunks(source_path, audio_path, controls):
             yield str(path), stats
 
     on_chunk = public_errors(on_chunk, redact)  # error sentences without the server's folders

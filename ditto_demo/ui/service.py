@@ -4,6 +4,11 @@ The Gradio layer (``ditto_demo/ui``) talks only to :class:`DemoService`. It neve
 backend. The service owns the one :class:`Pipeline`, gives every request its own output folder, turns results
 into a timing report, and knows the settings the server was started with (:class:`AppSettings`, from the
 environment). When the checkpoints cannot be had, the service still starts and says exactly how to fix it.
+
+Everything the pages need beyond a run goes through here too, so that no UI module does media or pipeline work:
+seeds (:meth:`DemoService.new_seed`, the pipeline's one drawer), a speech file's length in frames
+(:meth:`DemoService.describe_audio`), the crop preview, text to speech (:meth:`DemoService.speak`), live sessions
+(:meth:`DemoService.open_live_session`) and a file streamed in playable chunks (:meth:`DemoService.stream_file_chunks`).
 """
 
 from __future__ import annotations
@@ -22,14 +27,33 @@ from typing import Any
 
 import numpy as np
 
+from ditto_demo.engine.hub import missing_networks
 from ditto_demo.errors import DittoError, InputError
-from ditto_demo.hub import missing_networks
+from ditto_demo.live import CHUNK_SECONDS, LiveSession, LiveStats
+from ditto_demo.live import stream_file_chunks as _stream_file_chunks
 from ditto_demo.pipeline import Controls, Limits, Pipeline, Result, StreamFrame
+from ditto_demo.pipeline.audio import audio_frame_count, load_audio
 from ditto_demo.pipeline.controls import EMOTIONS
-from ditto_demo.pipeline.motion import draw_seed
+from ditto_demo.pipeline.crop import transform_points
 from ditto_demo.pipeline.pipeline import ProgressFn
+from ditto_demo.pipeline.plan import draw_seed
+from ditto_demo.pipeline.registration import AVATAR_CROP_SIZE
+from ditto_demo.pipeline.runner import CancelledError
+from ditto_demo.pipeline.timebase import SAMPLE_RATE
 
-__all__ = ["AppSettings", "DemoService", "Outcome", "ServiceUnavailableError"]
+# The UI reaches the pipeline's values and errors through this module only (see ditto_demo/ui/__init__.py).
+__all__ = [
+    "AppSettings",
+    "AudioInfo",
+    "CancelledError",
+    "DemoService",
+    "LiveSession",
+    "LiveStats",
+    "Outcome",
+    "ProgressFn",
+    "ServiceUnavailableError",
+    "crop_outline",
+]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +79,7 @@ class AppSettings:
     max_source_seconds: float = 10.0  # DITTO_MAX_SOURCE_SECONDS: longest portrait video
     max_source_frames: int = 250  # DITTO_MAX_SOURCE_FRAMES: most portrait-video frames kept (~8 MB each)
     max_pixels: int = 40_000_000  # DITTO_MAX_PIXELS: largest image, checked before decoding
+    tts_model: str | None = None  # DITTO_TTS_MODEL: a Hub text-to-speech model to prefer (else the built-in voice)
     output_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "ditto-demo-outputs")
 
     def limits(self) -> Limits:
@@ -81,6 +106,7 @@ class AppSettings:
             max_source_seconds=_env_float(env, "DITTO_MAX_SOURCE_SECONDS", defaults.max_source_seconds),
             max_source_frames=int(_env_float(env, "DITTO_MAX_SOURCE_FRAMES", defaults.max_source_frames)),
             max_pixels=int(_env_float(env, "DITTO_MAX_PIXELS", defaults.max_pixels)),
+            tts_model=env.get("DITTO_TTS_MODEL") or None,
             output_dir=Path(env["DITTO_OUTPUT_DIR"]) if env.get("DITTO_OUTPUT_DIR") else defaults.output_dir,
         )
 
@@ -96,6 +122,25 @@ class Outcome:
     video: Path
     report: dict[str, Any]
     settings_file: Path
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """A speech file's length, and the frames the video made from it will have."""
+
+    seconds: float
+    frames: int
+
+
+def crop_outline(crop_to_image: np.ndarray) -> np.ndarray:
+    """The corners of the crop the model sees, in portrait pixels (4×2 int32, clockwise from top left).
+
+    ``crop_to_image`` is a registered frame's map from the registration crop (``AVATAR_CROP_SIZE`` square) back
+    into the portrait.
+    """
+    size = AVATAR_CROP_SIZE
+    corners = np.array([[0, 0], [size, 0], [size, size], [0, size]], np.float64)
+    return transform_points(corners, crop_to_image).round().astype(np.int32)
 
 
 def timing_report(result: Result, controls: Controls) -> dict[str, Any]:
@@ -171,6 +216,13 @@ class DemoService:
             if self._cancels.get(session) is token:
                 del self._cancels[session]
 
+    # ------------------------------------------------------------------------------------------- seeds
+
+    @staticmethod
+    def new_seed() -> int:
+        """A fresh random seed, for a page that shows the seed before the run (the pipeline's one drawer)."""
+        return draw_seed()
+
     # -------------------------------------------------------------------------------------------- status
 
     @property
@@ -192,6 +244,13 @@ class DemoService:
         from ditto_demo.pipeline.plan import control_defaults
 
         return control_defaults(self.pipeline.defaults() if self.pipeline else ReleasedDefaults())
+
+    def engine_report(self) -> str:
+        """What the engine finds on this host (as ``python -m ditto_demo doctor`` prints it); may name folders."""
+        from ditto_demo.engine.report import engine_report
+
+        checkpoints = self.settings.checkpoints
+        return engine_report(Path(checkpoints) if checkpoints else None)
 
     def require(self) -> Pipeline:
         if self.pipeline is None:
@@ -265,7 +324,7 @@ class DemoService:
     ) -> Outcome:
         """All eight emotions tiled 4×2, with one seed so only the emotion differs."""
         pipeline = self.require()
-        seed = controls.seed if controls.seed is not None else draw_seed()
+        seed = controls.seed if controls.seed is not None else self.new_seed()
         base = controls.with_changes(seed=seed, emotion_timeline=())
         variants = [(name, base.with_changes(emotion=name)) for name in EMOTIONS]
         with self._request() as folder:
@@ -283,17 +342,18 @@ class DemoService:
         thickness = max(2, round(max(image.shape[:2]) / 300))
         x1, y1, x2, y2 = (round(v) for v in registered.face_box)
         cv2.rectangle(image, (x1, y1), (x2, y2), (60, 200, 90), thickness, cv2.LINE_AA)
-        corners = np.array([[0, 0, 1], [512, 0, 1], [512, 512, 1], [0, 512, 1]], np.float64)
-        mapped = (np.asarray(frame.crop_to_image, np.float64) @ corners.T).T
-        polygon = (mapped[:, :2] / mapped[:, 2:3]).round().astype(np.int32)
-        cv2.polylines(image, [polygon], True, (255, 150, 40), thickness, cv2.LINE_AA)
+        cv2.polylines(image, [crop_outline(frame.crop_to_image)], True, (255, 150, 40), thickness, cv2.LINE_AA)
         return image
+
+    def describe_audio(self, audio: str | Path) -> AudioInfo:
+        """A speech file's duration and the frames its video will have (decoded, so any format works); refuses
+        files past the limit."""
+        samples = len(load_audio(Path(audio), max_seconds=self.settings.max_audio_seconds))
+        return AudioInfo(seconds=samples / SAMPLE_RATE, frames=audio_frame_count(samples))
 
     def audio_seconds(self, audio: str | Path) -> float:
         """Duration of a speech file (decoded, so any format works); refuses files past the limit."""
-        from ditto_demo.pipeline.audio import SAMPLE_RATE, load_audio
-
-        return len(load_audio(Path(audio), max_seconds=self.settings.max_audio_seconds)) / SAMPLE_RATE
+        return self.describe_audio(audio).seconds
 
     def stream(
         self,
@@ -305,6 +365,52 @@ class DemoService:
     ) -> Iterator[StreamFrame]:
         """Frames while 16 kHz mono chunks arrive (see :meth:`Pipeline.stream`)."""
         return self.require().stream(source, chunks, controls, cancel=cancel)
+
+    def open_live_session(self, source: str | Path, controls: Controls | None = None,
+                          **options: Any) -> LiveSession:
+        """A started :class:`LiveSession` animating ``source`` with the audio pushed to it; close it when done.
+
+        ``options`` are the session's (``idle_timeout``, ``max_buffer_seconds``, ``keep_frames``, ``name``, ...).
+        A portrait without a face, or a server without checkpoints, ends the session with its ``error`` set.
+        """
+        return LiveSession(self, source, controls, **options).start()
+
+    def stream_file_chunks(
+        self,
+        source: str | Path,
+        audio: str | Path,
+        controls: Controls,
+        folder: Path | None = None,
+        *,
+        chunk_seconds: float = CHUNK_SECONDS,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """A speech file animated as it is generated: ``(mp4 chunk, statistics)`` pairs, in a new request folder
+        unless ``folder`` is given (see :func:`ditto_demo.live.stream_file_chunks`)."""
+        self.require()
+        return _stream_file_chunks(self, source, audio, controls, folder or self.request_dir(),
+                                   max_audio_seconds=self.settings.max_audio_seconds, chunk_seconds=chunk_seconds,
+                                   cancel=cancel)
+
+    # ----------------------------------------------------------------------------------------- speech
+
+    @property
+    def can_speak(self) -> bool:
+        """A voice can be had on this server (checked without loading one): the built-in voice, or a Hub model."""
+        from ditto_demo.speech import voice_available
+
+        return bool(self.settings.tts_model) or voice_available()
+
+    def speak(self, text: str | None) -> Path:
+        """``text`` spoken into a 16 kHz 16-bit wav in a new request folder (``ditto_demo.speech``'s voice, or the
+        Hub model ``DITTO_TTS_MODEL`` names). No voice at all raises ``SpeechUnavailableError``, a sentence."""
+        from ditto_demo.speech import load_voice, write_speech
+
+        if not (text or "").strip():
+            raise InputError("Type the text to speak first.")
+        voice = load_voice(self.settings.tts_model)  # loaded once per process, then shared
+        with self._request() as folder:
+            return write_speech(voice, text or "", folder / f"speech-{uuid.uuid4().hex[:8]}.wav")
 
     @staticmethod
     def check_file(path: str | Path | None, what: str) -> Path:
