@@ -462,6 +462,11 @@ class StreamingMotion:
         """LMDM clips sampled so far."""
         return self._chain.clips
 
+    def set_conditioning(self, conditioning: Conditioning) -> None:
+        """Condition the clips sampled from now on with ``conditioning`` (a live emotion change; the thread that
+        pushes only). Clips already sampled keep theirs, so the change shows from the next clip on."""
+        self.conditioning = conditioning
+
     def push(self, features: np.ndarray) -> list[np.ndarray]:
         """Add real feature rows (n, 1024); returns the motion rows (265,) that became final (maybe none)."""
         if self._finished:

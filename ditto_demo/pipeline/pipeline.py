@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,8 @@ from ditto_demo.pipeline.audio import (
 from ditto_demo.pipeline.conditioning import Conditioning
 from ditto_demo.pipeline.config import ReleasedDefaults, load_defaults
 from ditto_demo.pipeline.controls import Controls
-from ditto_demo.pipeline.frames import FrameRenderer, RowNumberer, tile_frames
+from ditto_demo.pipeline.frames import FrameRenderer, MotionRow, RowNumberer, tile_frames
+from ditto_demo.pipeline.live_controls import LiveControls
 from ditto_demo.pipeline.motion import MotionOptions, StreamingMotion, generate_motion
 from ditto_demo.pipeline.motion_space import MOTION_DIM
 from ditto_demo.pipeline.networks import Networks
@@ -49,9 +50,11 @@ from ditto_demo.pipeline.plan import (
     FPS,
     Limits,
     RunPlan,
+    emotion_for,
     motion_options,
     plan_run,
     registration_options,
+    stitch_options,
     stream_overlap,
 )
 from ditto_demo.pipeline.registration import SourceCache
@@ -60,7 +63,7 @@ from ditto_demo.pipeline.stitching import MotionStitcher
 from ditto_demo.pipeline.types import Source
 from ditto_demo.pipeline.writer import EncoderSettings, VideoWriter
 
-__all__ = ["Pipeline", "ProgressFn", "Result", "StreamFrame", "VariantRender"]
+__all__ = ["Pipeline", "ProgressFn", "Result", "StreamFrame", "StreamStages", "VariantRender"]
 
 log = logging.getLogger(__name__)
 
@@ -301,6 +304,8 @@ class Pipeline:
         low_latency: bool = True,
         cancel: threading.Event | None = None,
         seed_out: list[int] | None = None,
+        live: LiveControls | None = None,
+        skip_frame: Callable[[int], bool] | None = None,
     ) -> Iterator[StreamFrame]:
         """Yield frames while ``audio_chunks`` (16 kHz mono float32 arrays of any size) are still arriving.
 
@@ -310,34 +315,65 @@ class Pipeline:
         frame 0 needs audio up to 285 ms instead of 885 ms (stock online cfg as the reference runs it).
         ``low_latency=False`` gives the reference's timing and values. The seed used is appended to ``seed_out``
         if given. Closing the generator stops every stage.
+
+        ``live``: controls that may change while the stream runs (its snapshot replaces ``controls``): emotion is
+        taken up from the next motion clip, pose, gaze and amplitudes from the next frame. ``skip_frame(index)``:
+        frames it calls for are not rendered (a live consumer that fell behind real time drops frames rather
+        than building a backlog); frame 0 is always stitched, as it carries the relative-motion anchor.
         """
-        controls = controls or Controls()
         cancel = cancel or threading.Event()
-        # 1. Register the portrait.
-        registered = self.register(source, controls)
-        # 2. Plan the stream: options sized for the longest stream, the seed, the latency choice.
-        plan = self.plan(registered, controls, low_latency=low_latency)
+        # 1.-3. Register the portrait, plan the stream, build one stage per step (see stream_stages).
+        built = self.stream_stages(source, controls, low_latency=low_latency, live=live, skip_frame=skip_frame)
         if seed_out is not None:
-            seed_out.append(plan.seed)
-        # 3. One stage per step, each on its own thread: features → motion → stitch → warp → decode → compose.
-        features, motion = self._stream_motion(registered, plan)
-        numbering = RowNumberer(lambda: motion.first_frame_motion)
-        stitcher = MotionStitcher(registered, plan.stitch, None, self.networks["stitch_network"])
-        renderer = FrameRenderer(self.networks, registered, stitcher, plan.framing)
-        stages = [
-            Stage("features", lambda chunk: features.push(_as_samples(chunk)), features.finish),
-            Stage("motion", lambda block: numbering.number(motion.push(block)),
-                  lambda: numbering.number(motion.finish())),
-            *renderer.stages(),
-        ]
-        # Small queues: buffered frames are latency when the stream runs behind real time.
-        runner = Runner(stages, cancel=cancel, queue_size=2)
+            seed_out.append(built.plan.seed)
+        # 4. Each stage on its own thread. Small queues: buffered frames are latency when the stream runs behind.
+        runner = Runner(built.stages, cancel=cancel, queue_size=2)
         try:
             for index, image in runner.run(audio_chunks):
                 yield StreamFrame(index=index, timestamp=index / FPS, image=image, produced_at=time.perf_counter())
         except BaseException:  # a disconnected or failed stream (GeneratorExit included)
             release_memory()
             raise
+
+    def stream_stages(
+        self,
+        source: str | Path,
+        controls: Controls | None = None,
+        *,
+        low_latency: bool = True,
+        live: LiveControls | None = None,
+        skip_frame: Callable[[int], bool] | None = None,
+    ) -> StreamStages:
+        """The planned stages of one stream, in order: features → motion → stitch → warp → decode → compose.
+
+        :meth:`stream` runs them on a :class:`Runner`; a test may drive them one by one on its own thread (each
+        stage's ``process`` takes the previous stage's outputs). Arguments as for :meth:`stream`.
+        """
+        initial = live.snapshot() if live is not None else None
+        controls = initial.controls if initial is not None else controls or Controls()
+        # 1. Register the portrait.
+        registered = self.register(source, controls)
+        # 2. Plan the stream: options sized for the longest stream, the seed, the latency choice.
+        plan = self.plan(registered, controls, low_latency=low_latency)
+        # 3. One stage per step: features → motion → stitch → warp → decode → compose.
+        features, motion = self._stream_motion(registered, plan)
+        numbering = RowNumberer(lambda: motion.first_frame_motion)
+        stitcher = MotionStitcher(registered, plan.stitch, None, self.networks["stitch_network"])
+        renderer = FrameRenderer(self.networks, registered, stitcher, plan.framing)
+        render = renderer.stages()
+        push: Callable[[np.ndarray], list[np.ndarray]] = motion.push
+        if live is not None and initial is not None:
+            tuning = _LiveTuning(live, initial.version, self.defaults("online"), registered, plan, motion, stitcher)
+            push = tuning.motion_push
+            render[0] = Stage("stitch", tuning.stitching(renderer.stitch))
+        if skip_frame is not None:  # stitch, warp and decode are the costly ones; compose finishes what got there
+            render = [*(_skipping(stage, skip_frame) for stage in render[:3]), *render[3:]]
+        stages = [
+            Stage("features", lambda chunk: features.push(_as_samples(chunk)), features.finish),
+            Stage("motion", lambda block: numbering.number(push(block)), lambda: numbering.number(motion.finish())),
+            *render,
+        ]
+        return StreamStages(plan, stages)
 
     def stream_motion(
         self,
@@ -399,6 +435,79 @@ class VariantRender:
     def frames(self) -> Iterator[np.ndarray]:
         for _, frame in self.runner.run(enumerate(self.motion)):
             yield frame
+
+
+@dataclass(frozen=True)
+class StreamStages:
+    """A planned stream: its plan, and its stages in order (features, motion, stitch, warp, decode, compose)."""
+
+    plan: RunPlan
+    stages: list[Stage]
+
+
+class _LiveTuning:
+    """A live stream's control changes, taken up on the threads of the stages that use them.
+
+    The motion stage reads the snapshot before each push (one clip per push in a low-latency stream) and, when it
+    moved, conditions the next clips with the new emotion table; the stitch stage reads it before each frame and
+    retunes its own stitcher. Both derive their options with the plan's functions, so the plan stays the one place
+    controls become stage options; neither touches the other's objects.
+    """
+
+    def __init__(
+        self,
+        live: LiveControls,
+        version: int,
+        defaults: ReleasedDefaults,
+        source: Source,
+        plan: RunPlan,
+        motion: StreamingMotion,
+        stitcher: MotionStitcher,
+    ) -> None:
+        self.live = live
+        self.defaults = defaults
+        self.source = source
+        self.plan = plan
+        self.motion = motion
+        self.stitcher = stitcher
+        self._motion_version = version  # read and written by the motion thread only
+        self._stitch_version = version  # read and written by the stitch thread only
+
+    def motion_push(self, block: np.ndarray) -> list[np.ndarray]:
+        snapshot = self.live.snapshot()
+        if snapshot.version != self._motion_version:
+            self._motion_version = snapshot.version
+            table = emotion_for(snapshot.controls, self.defaults, self.plan.n_frames)
+            conditioning = self.motion.conditioning
+            if not np.array_equal(table, conditioning.emotion):
+                self.motion.set_conditioning(replace(conditioning, emotion=table))
+        return self.motion.push(block)
+
+    def stitching(self, stitch: Callable[[Any], Iterator[Any]]) -> Callable[[Any], Iterator[Any]]:
+        def process(item: Any) -> Iterator[Any]:
+            snapshot = self.live.snapshot()
+            if snapshot.version != self._stitch_version:
+                self._stitch_version = snapshot.version
+                plan = self.plan
+                self.stitcher.retune(stitch_options(snapshot.controls, self.defaults, self.source, plan.n_frames,
+                                                    plan.seed))
+            return stitch(item)
+
+        return process
+
+
+def _skipping(stage: Stage, skip: Callable[[int], bool]) -> Stage:
+    """``stage`` dropping the frames ``skip`` calls for (never frame 0's motion row: it carries the anchor)."""
+
+    def process(item: Any) -> Iterable[Any]:
+        if isinstance(item, MotionRow):
+            if item.anchor is None and skip(item.index):
+                return ()
+        elif skip(int(item[0])):
+            return ()
+        return stage.process(item)
+
+    return Stage(stage.name, process, stage.finish)
 
 
 class _RunClock:

@@ -389,6 +389,21 @@ class MotionStitcher:
         """Set the relative-motion anchor (streaming: the first LMDM clip's first frame)."""
         self._d0 = _copy_motion(motion)
 
+    def retune(self, options: StitchOptions) -> None:
+        """Take up changed live controls from the next frame on (a live stream; the stitch thread only).
+
+        Re-read: the per-frame controls (:data:`PER_FRAME_CONTROLS`: pose offsets and gains, amplitudes), the
+        driving-key weights (the pose amplitudes) and ``gaze_lock``. Everything the stitcher settled from its first
+        frame or sized at the start (the anchor ``d0``, the blink schedule, the fades, the expression masks) is
+        kept, so a change never restarts the motion.
+        """
+        self.options = options
+        self.driving_weights = self._driving_weights()
+        self._controls = {
+            name: None if getattr(options, name) is None else np.asarray(getattr(options, name), dtype=np.float64)
+            for name in PER_FRAME_CONTROLS
+        }
+
     def __call__(self, gen_index: int, x_d_info: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """(x_s, x_d) keypoints, (1, 21, 3) float32 each, for output frame ``gen_index``."""
         motion = self.motion(gen_index, x_d_info)
