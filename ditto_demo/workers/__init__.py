@@ -1,0 +1,43 @@
+"""Workers behind the app: a pipeline per GPU on one machine, or on a Ray cluster when one machine is not enough.
+
+The app's service hands each request to a :class:`WorkerPool`. Every worker holds its own pipeline and runs one
+request at a time; a request takes a free worker, a live stream keeps its worker until it ends, and the pool's
+capacity (the number of workers) is the app's queue concurrency. Nothing here knows about Gradio.
+
+* :mod:`.settings`: which workers, from ``DITTO_WORKERS`` and friends (:class:`PoolSettings`, :func:`open_pool`);
+* :mod:`.base`: the interface, a worker's identity (:class:`WorkerId`) and state, the scheduling both pools share;
+* :mod:`.jobs`: what travels to a worker and what a worker does with it;
+* :mod:`.local` and :mod:`.child`: worker processes on this machine (``DITTO_WORKERS=local``);
+* :mod:`.ray_pool`: Ray actors (``DITTO_WORKERS=ray``; Ray is imported only then).
+"""
+
+from ditto_demo.workers.base import (
+    WORKER_STOPPED,
+    NoWorkerError,
+    PoolResult,
+    WorkerId,
+    WorkerInfo,
+    WorkerPool,
+    WorkerState,
+    WorkerStoppedError,
+    WorkerStream,
+)
+from ditto_demo.workers.jobs import PreviewData, WorkerConfig
+from ditto_demo.workers.settings import WORKERS_ENV, PoolSettings, open_pool
+
+__all__ = [
+    "WORKERS_ENV",
+    "WORKER_STOPPED",
+    "NoWorkerError",
+    "PoolResult",
+    "PoolSettings",
+    "PreviewData",
+    "WorkerConfig",
+    "WorkerId",
+    "WorkerInfo",
+    "WorkerPool",
+    "WorkerState",
+    "WorkerStoppedError",
+    "WorkerStream",
+    "open_pool",
+]
