@@ -317,9 +317,10 @@ class Pipeline:
         if given. Closing the generator stops every stage.
 
         ``live``: controls that may change while the stream runs (its snapshot replaces ``controls``): emotion is
-        taken up from the next motion clip, pose, gaze and amplitudes from the next frame. ``skip_frame(index)``:
-        frames it calls for are not rendered (a live consumer that fell behind real time drops frames rather
-        than building a backlog); frame 0 is always stitched, as it carries the relative-motion anchor.
+        taken up from the next motion clip, pose, gaze and amplitudes from the next frame. ``skip_frame(index)``
+        is asked once per frame, on the stitch thread before any rendering work: frames it calls for are dropped
+        (a live consumer that fell behind real time drops frames rather than building a backlog), every other
+        frame is rendered to the end. Frame 0's motion row is stitched regardless (it carries the anchor).
         """
         cancel = cancel or threading.Event()
         # 1.-3. Register the portrait, plan the stream, build one stage per step (see stream_stages).
@@ -366,8 +367,8 @@ class Pipeline:
             tuning = _LiveTuning(live, initial.version, self.defaults("online"), registered, plan, motion, stitcher)
             push = tuning.motion_push
             render[0] = Stage("stitch", tuning.stitching(renderer.stitch))
-        if skip_frame is not None:  # stitch, warp and decode are the costly ones; compose finishes what got there
-            render = [*(_skipping(stage, skip_frame) for stage in render[:3]), *render[3:]]
+        if skip_frame is not None:  # asked once per frame, before any work on it; what is admitted is finished
+            render = [_skipping(render[0], skip_frame), *render[1:]]
         stages = [
             Stage("features", lambda chunk: features.push(_as_samples(chunk)), features.finish),
             Stage("motion", lambda block: numbering.number(push(block)), lambda: numbering.number(motion.finish())),
@@ -408,6 +409,19 @@ class Pipeline:
         motion = StreamingMotion(self.networks["lmdm"], conditioning, plan.motion, self._silence,
                                  emit_first_clip=plan.low_latency)
         return HubertStream(self.networks["hubert"]), motion
+
+    #: The networks a stream calls once the portrait is registered.
+    STREAM_NETWORKS: tuple[str, ...] = ("hubert", "lmdm", "stitch_network", "warp_network", "decoder")
+
+    def prepare_stream(self, source: str | Path, controls: Controls | None = None) -> Source:
+        """Do now what a stream's first frames would wait for: register the portrait (cached), load the stream's
+        networks and compute the silence warm-up. A live avatar calls it before its clock starts, so it comes
+        alive at once; raises the same errors as :meth:`stream` (a portrait without a face, say)."""
+        registered = self.register(source, controls)
+        for name in self.STREAM_NETWORKS:
+            self.networks[name]  # loads it (once per pipeline)
+        self._silence(1)
+        return registered
 
     def stream_options(self, controls: Controls, *, low_latency: bool = True) -> MotionOptions:
         """The motion options a stream with these controls runs with (as :meth:`plan` settles them)."""
@@ -496,18 +510,15 @@ class _LiveTuning:
         return process
 
 
-def _skipping(stage: Stage, skip: Callable[[int], bool]) -> Stage:
-    """``stage`` dropping the frames ``skip`` calls for (never frame 0's motion row: it carries the anchor)."""
+def _skipping(stitch: Stage, skip: Callable[[int], bool]) -> Stage:
+    """The stitch stage dropping the frames ``skip`` calls for (frame 0's row is stitched: it carries the anchor)."""
 
-    def process(item: Any) -> Iterable[Any]:
-        if isinstance(item, MotionRow):
-            if item.anchor is None and skip(item.index):
-                return ()
-        elif skip(int(item[0])):
+    def process(item: MotionRow) -> Iterable[Any]:
+        if skip(item.index) and item.anchor is None:
             return ()
-        return stage.process(item)
+        return stitch.process(item)
 
-    return Stage(stage.name, process, stage.finish)
+    return Stage(stitch.name, process, stitch.finish)
 
 
 class _RunClock:

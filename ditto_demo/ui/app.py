@@ -104,7 +104,24 @@ def build_app(service: DemoService) -> gr.Blocks:
 
         demo.unload(tab_closed)
     demo.queue(max_size=settings.max_queue, default_concurrency_limit=settings.concurrency)
+    _serve_live(demo, service)
     return demo
+
+
+def _serve_live(demo: gr.Blocks, service: DemoService) -> None:
+    """Every launch of ``demo`` also serves the live WebSocket (docs/live_protocol.md) on the app's own port.
+
+    Gradio builds a new FastAPI app at each ``launch``; the routes go in through its ``app_kwargs`` (FastAPI's
+    ``routes``), whoever launches: ``app.py``, a test with ``prevent_thread_lock=True``, or a notebook.
+    """
+    launch = demo.launch
+
+    def launch_with_live(*args: Any, **kwargs: Any) -> Any:
+        app_kwargs = dict(kwargs.pop("app_kwargs", None) or {})
+        app_kwargs["routes"] = [*service.live_routes(), *app_kwargs.get("routes", ())]
+        return launch(*args, app_kwargs=app_kwargs, **kwargs)
+
+    demo.launch = launch_with_live  # type: ignore[method-assign]
 
 
 def _api_snippet() -> str:

@@ -418,3 +418,96 @@ class DemoService:
         if not path:
             raise InputError(f"Add {what} first.")
         return Path(path)
+
+    # ------------------------------------------------------------------ live avatar (docs/live_protocol.md)
+
+    @property
+    def live_hub(self) -> Any:
+        """The :class:`ditto_demo.live.server.LiveHub` of this app (created on first use)."""
+        from ditto_demo.live.server import LiveHub
+
+        with self._lock:
+            hub = getattr(self, "_live_hub", None)
+            if hub is None:
+                voice = None
+                if self.can_speak:
+                    from ditto_demo.speech import load_voice
+
+                    def voice() -> Any:
+                        return load_voice(self.settings.tts_model)
+
+                def read_speech(path: Path) -> np.ndarray:
+                    return load_audio(path, max_seconds=self.settings.max_audio_seconds)
+
+                hub = self._live_hub = LiveHub(self.require, voice=voice, read_speech=read_speech)
+            return hub
+
+    def live_start(
+        self,
+        request: str | Mapping[str, Any] | None,
+        session: str | None,
+        source: str | Path | None,
+        speech: str | Path | None,
+        controls: Controls,
+    ) -> Iterator[dict[str, Any]]:
+        """The ``live_start`` event: readies the portrait, yields the ticket, then holds until the session ends.
+
+        ``request`` is the page's start request (JSON text or a mapping: ``mode``, optional ``text``); ``session``
+        the Gradio session hash. Yields ``{"state": "ready", "ticket", "path", "mode", "expires_s"}``, then
+        ``{"state": "ended", "reason"}`` when the session is over; or ``{"state": "error", "message"}`` when it
+        cannot start. Run it in the pipeline's concurrency group: it holds the slot while the session lives.
+        """
+        import json
+
+        from ditto_demo.live.server import LIVE_WS_PATH
+
+        try:
+            wanted = json.loads(request) if isinstance(request, str) and request.strip() else dict(request or {})
+            if not isinstance(wanted, Mapping):
+                raise InputError("The start request must be a JSON object with a mode.")
+            mode = str(wanted.get("mode") or "microphone")
+            text = wanted.get("text") or None
+            pipeline = self.require()
+            portrait = self.check_file(source, "a portrait")
+            speech_file = Path(speech) if speech else None
+            if mode == "file" and speech_file is None:
+                raise InputError("Choose a speech file first.")
+            if mode == "text" and not self.can_speak:
+                raise InputError("Speech from text is not available on this server.")
+            hub = self.live_hub
+            pipeline.prepare_stream(portrait, controls)  # a portrait without a face is refused here, in words
+            if mode == "text" and hub.voice is not None:
+                hub.voice()  # loaded once per process (seconds): before the clock starts, not after Speak
+            entry = hub.open(session, portrait, mode=mode, controls=controls, speech=speech_file,
+                             text=str(text) if text else None)
+        except json.JSONDecodeError:
+            yield {"state": "error", "message": "The start request is not valid JSON."}
+            return
+        except DittoError as exc:
+            yield {"state": "error", "message": str(exc)}
+            return
+        try:
+            path = f"{LIVE_WS_PATH.lstrip('/')}?ticket={entry.ticket}"
+            yield {"state": "ready", "ticket": entry.ticket, "path": path, "mode": mode, "expires_s": hub.ticket_ttl_s}
+            while not hub.wait(entry, 1.0):
+                pass
+            yield {"state": "ended", "reason": entry.reason or "The live session ended."}
+        finally:  # also when Gradio closes the generator (the visitor left): the session ends with it
+            hub.end(entry, "The page stopped waiting for the live session.")
+
+    def live_stop(self, session: str | None) -> bool:
+        """End the live session of a Gradio session (the tab closed); True if there was one."""
+        hub = getattr(self, "_live_hub", None)
+        return bool(hub is not None and hub.stop_session(session))
+
+    def live_routes(self) -> list[Any]:
+        """The live WebSocket's routes, for the FastAPI app Gradio creates at launch (``app_kwargs["routes"]``)."""
+        from ditto_demo.live.server import live_routes
+
+        return live_routes(lambda: self.live_hub)
+
+    def mount_live_routes(self, app: Any) -> None:
+        """Add the live WebSocket to an existing FastAPI app (e.g. one ``gr.mount_gradio_app`` mounts on)."""
+        from ditto_demo.live.server import mount_live_routes
+
+        mount_live_routes(app, lambda: self.live_hub)
