@@ -14,6 +14,7 @@ capacity (the number of workers) is the app's queue concurrency. Nothing here kn
 from ditto_demo.workers.base import (
     WORKER_STOPPED,
     NoWorkerError,
+    PinnedWorker,
     PoolResult,
     WorkerId,
     WorkerInfo,
@@ -29,6 +30,7 @@ __all__ = [
     "WORKERS_ENV",
     "WORKER_STOPPED",
     "NoWorkerError",
+    "PinnedWorker",
     "PoolResult",
     "PoolSettings",
     "PreviewData",

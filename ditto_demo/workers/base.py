@@ -9,13 +9,15 @@ never share a worker and never share a pipeline's per-run state; the pool's capa
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
 import time
 import uuid
+import weakref
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NoReturn
@@ -25,15 +27,18 @@ import numpy as np
 from ditto_demo.errors import DittoError
 from ditto_demo.pipeline.config import ReleasedDefaults
 from ditto_demo.pipeline.controls import Controls
+from ditto_demo.pipeline.live_controls import LiveControls
 from ditto_demo.pipeline.pipeline import ProgressFn, Result, StreamFrame
 from ditto_demo.pipeline.runner import CancelledError
-from ditto_demo.workers.jobs import FilePayload, Job, PreviewData
+from ditto_demo.workers.jobs import FilePayload, Job, PreviewData, StreamRequest
 
 __all__ = [
     "WORKER_STOPPED",
     "NoWorkerError",
+    "PinnedWorker",
     "PoolResult",
     "SlotPool",
+    "StreamChannel",
     "WorkerId",
     "WorkerInfo",
     "WorkerPool",
@@ -128,6 +133,35 @@ class WorkerStream(Iterator[StreamFrame]):
             close()
 
 
+class PinnedWorker(ABC):
+    """One worker held for one live session: ``prepare_stream`` then ``stream``, both on :attr:`worker` (the shape
+    of :class:`~ditto_demo.pipeline.Pipeline` a live avatar animates with). The worker is handed back when the
+    stream ends, on :meth:`close`, or when this object is garbage-collected, whichever comes first."""
+
+    worker: WorkerId
+
+    @abstractmethod
+    def prepare_stream(self, source: str | Path, controls: Controls | None = None) -> None:
+        """Register the portrait and load what the stream needs, on the pinned worker."""
+
+    @abstractmethod
+    def stream(self, source: str | Path, audio_chunks: Iterable[np.ndarray], controls: Controls | None = None, *,
+               cancel: threading.Event | None = None, live: LiveControls | None = None,
+               skip_frame: Callable[[int], bool] | None = None, low_latency: bool = True) -> WorkerStream:
+        """As :meth:`Pipeline.stream`: ``live`` changes reach the worker as they happen, ``skip_frame`` is asked
+        here (the worker waits for the answer before rendering the frame)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Hand the worker back (stopping a stream still running on it)."""
+
+    def __enter__(self) -> PinnedWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class WorkerPool(ABC):
     """Workers behind the app's service: each request runs on one free worker; see the package docstring."""
 
@@ -148,9 +182,14 @@ class WorkerPool(ABC):
         """The variants tiled in one video (``folder/name``), as :meth:`Pipeline.compare` (emotion grid included)."""
 
     @abstractmethod
-    def stream(self, source: str | Path, chunks: Iterable[np.ndarray], controls: Controls, *,
+    def pin(self, cancel: Any = None) -> PinnedWorker:
+        """A free worker held for one live session (waits for one, like a request)."""
+
+    def stream(self, source: str | Path, chunks: Iterable[np.ndarray], controls: Controls | None = None, *,
                cancel: Any = None) -> WorkerStream:
-        """Frames while audio chunks arrive, all from one worker, as :meth:`Pipeline.stream`."""
+        """Frames while audio chunks arrive, all from one worker, as :meth:`Pipeline.stream`; the worker is held
+        until the stream ends or is closed."""
+        return self.pin(cancel).stream(source, chunks, controls, cancel=cancel)
 
     @abstractmethod
     def preview(self, source: str | Path, controls: Controls) -> PreviewData:
@@ -236,7 +275,8 @@ class SlotPool(WorkerPool):
     """The scheduling of a pool: slots, waiting for a free ready worker, replacing dead ones.
 
     A back end implements :meth:`_start` (start a worker in a slot, in the background, then call :meth:`_started`),
-    :meth:`_execute` (run a job on a slot's worker), :meth:`_open_stream`, :meth:`_stop` and :meth:`_alive`.
+    :meth:`_execute` (run a job on a slot's worker), :meth:`_open_stream` (a :class:`StreamChannel`), :meth:`_call`,
+    :meth:`_stop` and :meth:`_alive`; the stream's threads (audio, control changes, frame admission) are here.
     """
 
     #: How long a request waits for a worker before it is refused (starting workers included).
@@ -259,12 +299,12 @@ class SlotPool(WorkerPool):
         :class:`WorkerDiedError` when the worker dies, the job's own error otherwise."""
 
     @abstractmethod
-    def _open_stream(self, slot: Slot, source: FilePayload, chunks: Iterable[np.ndarray], controls: Controls,
-                     cancel: Any) -> Iterator[StreamFrame]:
-        """Frames of a stream on ``slot``'s worker; raises :class:`WorkerDiedError` if it dies."""
+    def _open_stream(self, slot: Slot, request: StreamRequest) -> StreamChannel:
+        """Start ``request`` on ``slot``'s worker; raises :class:`WorkerDiedError` if it is gone."""
 
     @abstractmethod
-    def _preview(self, slot: Slot, source: FilePayload, controls: Controls) -> PreviewData: ...
+    def _call(self, slot: Slot, name: str, source: FilePayload, controls: Controls) -> Any:
+        """A short request on ``slot``'s worker (``preview``, ``prepare``; see :meth:`WorkerRuntime.call`)."""
 
     @abstractmethod
     def _stop(self, slot: Slot) -> None:
@@ -359,9 +399,10 @@ class SlotPool(WorkerPool):
             return "No worker is configured."
         return None
 
-    def _release(self, slot: Slot, *, served: bool) -> None:
+    def _release(self, slot: Slot, generation: int, *, served: bool) -> None:
+        """A request is done with ``slot`` (a replaced worker's slot is left to its new worker)."""
         with self._cond:
-            if slot.state == "busy":
+            if slot.generation == generation and slot.state == "busy":
                 slot.state, slot.task = "ready", None
             if served:
                 slot.served += 1
@@ -378,7 +419,7 @@ class SlotPool(WorkerPool):
         except WorkerDiedError as exc:
             self._lost(slot, generation, exc, cancel)
         finally:
-            self._release(slot, served=served)
+            self._release(slot, generation, served=served)
         return PoolResult(replace(result, video=folder / job.output_name), worker)
 
     def _lost(self, slot: Slot, generation: int, exc: WorkerDiedError, cancel: Any) -> NoReturn:
@@ -410,38 +451,75 @@ class SlotPool(WorkerPool):
                   variants=tuple(variants), output_name=name, columns=columns, id=uuid.uuid4().hex)
         return self._run(job, folder, progress, cancel)
 
-    def stream(self, source: str | Path, chunks: Iterable[np.ndarray], controls: Controls, *,
-               cancel: Any = None) -> WorkerStream:
-        slot = self._acquire("stream", cancel)
-        try:
-            frames = self._open_stream(slot, self._payload(source), chunks, controls, cancel)
-        except BaseException:
-            self._release(slot, served=False)
-            raise
-        return WorkerStream(self._pinned(slot, frames, cancel), slot.worker_id)
-
-    def _pinned(self, slot: Slot, frames: Iterator[StreamFrame], cancel: Any) -> Iterator[StreamFrame]:
-        """The stream's frames; the slot stays busy until the stream ends, fails or is closed."""
-        generation = slot.generation
-        try:
-            yield from frames
-        except WorkerDiedError as exc:
-            self._lost(slot, generation, exc, cancel)
-        finally:
-            close = getattr(frames, "close", None)
-            if close is not None:
-                close()
-            self._release(slot, served=True)
+    def pin(self, cancel: Any = None) -> PinnedWorker:
+        return _Pinned(self, self._acquire("live", cancel))
 
     def preview(self, source: str | Path, controls: Controls) -> PreviewData:
         slot = self._acquire("preview", None)
         generation = slot.generation
         try:
-            return self._preview(slot, self._payload(source), controls)
+            return self._call_on(slot, "preview", source, controls)
+        finally:
+            self._release(slot, generation, served=False)
+
+    def _call_on(self, slot: Slot, name: str, source: str | Path, controls: Controls) -> Any:
+        generation = slot.generation
+        try:
+            return self._call(slot, name, self._payload(source), controls)
         except WorkerDiedError as exc:
             self._lost(slot, generation, exc, None)
+
+    def _frames(self, slot: Slot, channel: StreamChannel, chunks: Iterable[np.ndarray], cancel: Any,
+                live: LiveControls | None, skip_frame: Callable[[int], bool] | None) -> Iterator[StreamFrame]:
+        """Drive one stream: a thread sends the audio, another the control changes; here the worker's messages
+        become frames, and its admission questions are answered with ``skip_frame``."""
+        generation = slot.generation
+        stop = threading.Event()
+        feed_errors: list[BaseException] = []
+        threading.Thread(target=_feed_audio, args=(channel, chunks, stop, feed_errors),
+                         name=f"worker-{slot.index}-audio", daemon=True).start()
+        if live is not None:
+            threading.Thread(target=_forward_controls, args=(channel, live, stop),
+                             name=f"worker-{slot.index}-controls", daemon=True).start()
+        finished = False
+        try:
+            for item in channel.items(cancel):
+                if item[0] == "frame":
+                    _, index, timestamp, image = item
+                    yield StreamFrame(index=index, timestamp=timestamp, image=image, produced_at=time.perf_counter())
+                elif item[0] == "skip?":
+                    channel.answer(item[1], bool(skip_frame(item[1])) if skip_frame is not None else False)
+                elif item[0] == "done":
+                    finished = True
+                    break
+                elif item[0] == "error":
+                    finished = True
+                    raise feed_errors[0] if feed_errors else item[1]
+            finished = True
+            if feed_errors:
+                raise feed_errors[0]
+        except WorkerDiedError as exc:
+            finished = True
+            self._lost(slot, generation, exc, cancel)
         finally:
-            self._release(slot, served=False)
+            stop.set()
+            if not finished:
+                self._abandon(slot, channel, generation)
+
+    def _abandon(self, slot: Slot, channel: StreamChannel, generation: int) -> None:
+        """The reader stopped before the stream ended (closed, or failed): stop the worker's stream and wait for
+        its last word, so the next request finds the worker idle; a worker that does not answer is replaced."""
+        stop = threading.Event()
+        stop.set()
+        try:
+            for item in channel.items(stop):
+                if item[0] in ("done", "error"):
+                    return
+                if item[0] == "skip?":
+                    channel.answer(item[1], True)
+        except WorkerDiedError as exc:
+            if slot.generation == generation:
+                self._replace(slot, str(exc))
 
     def defaults(self, timeout: float = 0.0) -> ReleasedDefaults | None:
         deadline = time.monotonic() + timeout
@@ -487,3 +565,136 @@ class SlotPool(WorkerPool):
             except Exception:  # closing must reach every worker even if one refuses
                 log.exception("could not stop worker %s", slot.worker_id)
 
+
+
+class StreamChannel(ABC):
+    """A back end's line to one stream on one worker (messages as in :mod:`ditto_demo.workers.child`)."""
+
+    @abstractmethod
+    def chunk(self, seq: int, samples: np.ndarray) -> None: ...
+
+    @abstractmethod
+    def end(self, count: int) -> None: ...
+
+    @abstractmethod
+    def controls(self, version: int, controls: Controls) -> None: ...
+
+    @abstractmethod
+    def answer(self, index: int, skip: bool) -> None: ...
+
+    @abstractmethod
+    def cancel(self) -> None: ...
+
+    @abstractmethod
+    def items(self, cancel: Any) -> Iterator[tuple[Any, ...]]:
+        """``("frame", index, timestamp, image)``, ``("skip?", index)``, then ``("done",)`` or ``("error", exc)``;
+        sends the cancel once ``cancel`` is set; raises :class:`WorkerDiedError` when the worker dies or ignores
+        the cancel for too long."""
+
+
+#: How often a stream's control channel is checked for changes to forward.
+_CONTROLS_POLL = 0.05
+
+
+def _feed_audio(channel: StreamChannel, chunks: Iterable[np.ndarray], stop: threading.Event,
+                errors: list[BaseException]) -> None:
+    """Send the audio pieces as they come, numbered, then the end marker (nothing after the stream stopped)."""
+    count = 0
+    try:
+        for chunk in chunks:
+            if stop.is_set():
+                return
+            channel.chunk(count, np.asarray(chunk))
+            count += 1
+        if not stop.is_set():
+            channel.end(count)
+    except (OSError, WorkerDiedError):
+        return  # the worker is gone; the frame reader reports it
+    except Exception as exc:  # a failing audio source ends the stream with its error
+        errors.append(exc)
+        with contextlib.suppress(OSError, WorkerDiedError):
+            channel.cancel()
+
+
+def _forward_controls(channel: StreamChannel, live: LiveControls, stop: threading.Event) -> None:
+    """Send each new snapshot of the viewer's live controls to the worker's mirror of them."""
+    sent = live.snapshot().version
+    while not stop.wait(_CONTROLS_POLL):
+        snapshot = live.snapshot()
+        if snapshot.version != sent:
+            sent = snapshot.version
+            try:
+                channel.controls(snapshot.version, snapshot.controls)
+            except (OSError, WorkerDiedError):
+                return
+
+
+class _Pinned(PinnedWorker):
+    def __init__(self, pool: SlotPool, slot: Slot) -> None:
+        self._pool = pool
+        self._slot = slot
+        self._generation = slot.generation
+        self.worker = slot.worker_id
+        self._lock = threading.Lock()
+        self._stream: WorkerStream | None = None
+        self._channel: StreamChannel | None = None
+        self._iterated = False
+        self._released = False
+        self._finalizer = weakref.finalize(self, pool._release, slot, slot.generation, served=False)
+
+    def _check(self) -> Slot:
+        with self._lock:
+            if self._released or self._channel is not None:
+                raise DittoError("This live session's worker was already used or handed back; start a new session.")
+        if self._slot.generation != self._generation:
+            raise WorkerStoppedError()
+        return self._slot
+
+    def prepare_stream(self, source: str | Path, controls: Controls | None = None) -> None:
+        slot = self._check()
+        try:
+            self._pool._call_on(slot, "prepare", source, controls or Controls())
+        except BaseException:
+            self.close()
+            raise
+
+    def stream(self, source: str | Path, audio_chunks: Iterable[np.ndarray], controls: Controls | None = None, *,
+               cancel: threading.Event | None = None, live: LiveControls | None = None,
+               skip_frame: Callable[[int], bool] | None = None, low_latency: bool = True) -> WorkerStream:
+        slot = self._check()
+        initial = live.snapshot().controls if live is not None else (controls or Controls())
+        request = StreamRequest(id=uuid.uuid4().hex, source=self._pool._payload(source), controls=initial,
+                                live=live is not None, skip=skip_frame is not None, low_latency=low_latency)
+        try:
+            self._channel = self._pool._open_stream(slot, request)
+        except WorkerDiedError as exc:
+            self.close()
+            self._pool._lost(slot, self._generation, exc, cancel)
+        except BaseException:
+            self.close()
+            raise
+        frames = self._pool._frames(slot, self._channel, audio_chunks, cancel, live, skip_frame)
+        self._stream = WorkerStream(self._until_end(frames), self.worker)
+        return self._stream
+
+    def _until_end(self, frames: Iterator[StreamFrame]) -> Iterator[StreamFrame]:
+        self._iterated = True
+        try:
+            yield from frames
+        finally:
+            frames.close()  # type: ignore[attr-defined]
+            self.close(served=True)
+
+    def close(self, *, served: bool = False) -> None:
+        stream, channel = self._stream, self._channel
+        if stream is not None and not served:
+            self._stream = None
+            stream.close()  # a running stream ends (its end hands the worker back)
+            if channel is not None and not self._iterated:  # opened but never read: stop it on the worker
+                self._pool._abandon(self._slot, channel, self._generation)
+        with self._lock:
+            if self._released:
+                return
+            self._released = True
+        self._finalizer.detach()
+        self._pool._release(self._slot, self._generation, served=served)

@@ -5,10 +5,12 @@ CUDA) with its own environment, so ``CUDA_VISIBLE_DEVICES`` shows it only its GP
 loads its pipeline, says ``ready`` (or ``failed`` with the reason, then exits: it is not retried), then runs what
 the app sends, one job at a time, over a :class:`multiprocessing.connection.Connection` (pickled tuples):
 
-* app → worker: ``("job", job, folder)``, ``("stream", id, source, controls)``, ``("chunk", id, seq, samples)``,
-  ``("end", id, count)``, ``("preview", id, source, controls)``, ``("cancel", id)``, ``("exit",)``;
+* app → worker: ``("job", job, folder)``, ``("stream", request)``, ``("call", id, name, source, controls)``,
+  ``("cancel", id)``, and for a running stream ``("chunk", id, seq, samples)``, ``("end", id, count)``,
+  ``("controls", id, version, controls)``, ``("skip!", id, index, skip)``; ``("exit",)``;
 * worker → app: ``("ready", pid, host, device, defaults)``, ``("failed", reason)``, ``("progress", id, stage,
-  fraction, message)``, ``("frame", id, index, timestamp, image)``, ``("done", id, value)``, ``("error", id, exc)``.
+  fraction, message)``, ``("frame", id, index, timestamp, image)``, ``("skip?", id, index)``, ``("done", id,
+  value)``, ``("error", id, exc)``.
 
 A receiving thread routes cancels and audio to the running job, so Stop reaches a busy worker. When the app goes
 away (the socket closes) the worker exits at once.
@@ -28,7 +30,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from ditto_demo.workers.jobs import ChunkFeed, WorkerConfig, WorkerRuntime, portable_error
+from ditto_demo.workers.jobs import JobBook, RemoteSkip, WorkerConfig, WorkerRuntime, portable_error
 
 log = logging.getLogger("ditto_demo.workers.child")
 
@@ -37,16 +39,15 @@ FD_ENV = "DITTO_WORKER_FD"
 
 
 class _Worker:
-    """The worker's two threads: the main one runs jobs, the receiver routes cancels and audio to them."""
+    """The worker's two threads: the main one runs jobs, the receiver routes cancels, audio, control changes and
+    admission answers to them."""
 
     def __init__(self, conn: Connection, config: WorkerConfig) -> None:
         self.conn = conn
         self.runtime = WorkerRuntime(config)
         self.send_lock = threading.Lock()
         self.work: queue.Queue[tuple[Any, ...]] = queue.Queue()
-        self.cancels: dict[str, threading.Event] = {}
-        self.feeds: dict[str, ChunkFeed] = {}
-        self.lock = threading.Lock()
+        self.jobs = JobBook()
         self.inputs = Path(tempfile.mkdtemp(prefix="ditto-worker-"))
 
     def send(self, *message: Any) -> None:
@@ -64,25 +65,37 @@ class _Worker:
             kind = message[0]
             if kind == "exit":
                 os._exit(0)
-            with self.lock:
-                if kind in ("job", "stream", "preview"):
-                    job_id = message[1].id if kind == "job" else message[1]
-                    event = self.cancels[job_id] = threading.Event()
-                    if kind == "stream":
-                        self.feeds[job_id] = ChunkFeed(event)
-                    self.work.put(message)
-                elif kind == "cancel" and message[1] in self.cancels:
-                    self.cancels[message[1]].set()
-                elif kind == "chunk" and message[1] in self.feeds:
-                    self.feeds[message[1]].put(message[2], message[3])
-                elif kind == "end" and message[1] in self.feeds:
-                    self.feeds[message[1]].end(message[2])
+            if kind in ("job", "stream"):
+                self.jobs.get(message[1].id)
+                self.work.put(message)
+                continue
+            if kind == "call":
+                self.jobs.get(message[1])
+                self.work.put(message)
+                continue
+            state = self.jobs.get(message[1])
+            if state is None:
+                continue  # a late message for a job that has ended
+            if kind == "cancel":
+                state.cancel.set()
+            elif kind == "chunk":
+                state.feed.put(message[2], message[3])
+            elif kind == "end":
+                state.feed.end(message[2])
+            elif kind == "controls":
+                state.apply_controls(message[2], message[3])
+            elif kind == "skip!" and state.skip is not None:
+                state.skip.answer(message[2], message[3])
 
     def serve(self) -> None:
         while True:
             message = self.work.get()
-            kind, job_id = message[0], (message[1].id if message[0] == "job" else message[1])
-            cancel = self.cancels[job_id]
+            kind = message[0]
+            job_id = message[1].id if kind in ("job", "stream") else message[1]
+            state = self.jobs.get(job_id)
+            if state is None:
+                continue
+            inputs = self.inputs / job_id
             try:
                 if kind == "job":
                     job, folder = message[1], Path(message[2])
@@ -90,24 +103,26 @@ class _Worker:
                     def progress(stage: str, fraction: float, text: str, job_id: str = job_id) -> None:
                         self.send("progress", job_id, stage, fraction, text)
 
-                    value: Any = self.runtime.run(job, folder, self.inputs / job_id, progress, cancel)
+                    value: Any = self.runtime.run(job, folder, inputs, progress, state.cancel)
                 elif kind == "stream":
-                    for frame in self.runtime.stream(message[2], self.inputs / job_id, self.feeds[job_id],
-                                                     message[3], cancel):
+                    request = message[1]
+                    if request.skip:
+                        state.skip = RemoteSkip(lambda index, job_id=job_id: self.send("skip?", job_id, index),
+                                                state.cancel)
+                    for frame in self.runtime.stream(request, inputs, state):
                         self.send("frame", job_id, frame.index, frame.timestamp, frame.image)
                     value = None
                 else:
-                    value = self.runtime.preview(message[2], self.inputs / job_id, message[3])
+                    _, _, name, source, controls = message
+                    value = self.runtime.call(name, source, inputs, controls)
             except Exception as exc:  # every failure goes back to the app, which raises it there
                 log.info("job %s ended with %s: %s", job_id, type(exc).__name__, exc)
                 self.send("error", job_id, portable_error(exc))
             else:
                 self.send("done", job_id, value)
             finally:
-                with self.lock:
-                    self.cancels.pop(job_id, None)
-                    self.feeds.pop(job_id, None)
-                shutil.rmtree(self.inputs / job_id, ignore_errors=True)
+                self.jobs.close(job_id)
+                shutil.rmtree(inputs, ignore_errors=True)
 
 
 def main() -> None:

@@ -3,8 +3,11 @@
 A request becomes a :class:`Job`: its kind, the portrait and speech as :class:`FilePayload` (a path when the worker
 shares the app's disk, the file's bytes when it does not), the variants' controls and the output's name. On the
 worker, :class:`WorkerRuntime` holds that worker's one :class:`Pipeline` and runs jobs on it one at a time, so a
-pipeline's per-run state is never shared between requests. :class:`ChunkFeed` carries a live stream's audio to the
-pipeline in order, whatever order the pieces arrived in.
+pipeline's per-run state is never shared between requests. A live stream is a :class:`StreamRequest`; on the
+worker its :class:`JobState` (kept in a :class:`JobBook`) receives what the app sends while it runs: the audio
+(:class:`ChunkFeed`, in order whatever order the pieces arrived in), control changes (mirrored into a
+:class:`~ditto_demo.pipeline.live_controls.LiveControls`) and the answers to "render this frame?" (:class:`RemoteSkip`,
+when the app's consumer drops late frames).
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ from __future__ import annotations
 import logging
 import pickle
 import threading
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +25,7 @@ import numpy as np
 from ditto_demo.errors import DittoError
 from ditto_demo.pipeline.config import ReleasedDefaults
 from ditto_demo.pipeline.controls import Controls
+from ditto_demo.pipeline.live_controls import LIVE_CONTROL_NAMES, LiveControls
 from ditto_demo.pipeline.pipeline import Pipeline, ProgressFn, Result, StreamFrame
 from ditto_demo.pipeline.plan import Limits
 from ditto_demo.pipeline.writer import EncoderSettings
@@ -29,8 +34,12 @@ __all__ = [
     "ChunkFeed",
     "FilePayload",
     "Job",
+    "JobBook",
+    "JobState",
     "PreviewData",
     "PreviewFrame",
+    "RemoteSkip",
+    "StreamRequest",
     "WorkerConfig",
     "WorkerRuntime",
     "portable_error",
@@ -80,6 +89,19 @@ class Job:
     output_name: str
     id: str
     columns: int | None = None
+
+
+@dataclass(frozen=True)
+class StreamRequest:
+    """A live stream for a worker: the portrait, the starting controls, and whether the app will send control
+    changes (``live``) and answer per-frame admission questions (``skip``)."""
+
+    id: str
+    source: FilePayload
+    controls: Controls
+    live: bool = False
+    skip: bool = False
+    low_latency: bool = True
 
 
 @dataclass(frozen=True)
@@ -173,14 +195,30 @@ class WorkerRuntime:
                                     cancel=cancel, columns=job.columns)
         raise DittoError(f"Unknown request kind {job.kind!r}.")
 
-    def stream(self, source: FilePayload, inputs: Path, feed: ChunkFeed, controls: Controls,
-               cancel: threading.Event) -> Iterator[StreamFrame]:
-        return self._require().stream(source.materialize(inputs), feed, controls, cancel=cancel)
+    def stream(self, request: StreamRequest, inputs: Path, state: JobState) -> Iterator[StreamFrame]:
+        """The frames of ``request``, fed by ``state`` (audio, control changes, admission answers)."""
+        live = state.start_live(request.controls) if request.live else None
+        return self._require().stream(request.source.materialize(inputs), state.feed, request.controls,
+                                      cancel=state.cancel, live=live, skip_frame=state.skip if request.skip else None,
+                                      low_latency=request.low_latency)
 
-    def preview(self, source: FilePayload, inputs: Path, controls: Controls) -> PreviewData:
-        registered = self._require().register(source.materialize(inputs), controls)
-        frame = registered.frames[0]
-        return PreviewData((PreviewFrame(frame.image, frame.crop_to_image),), registered.face_box)
+    def call(self, name: str, source: FilePayload, inputs: Path, controls: Controls) -> PreviewData | None:
+        """A short request: ``preview`` (the crop preview's data) or ``prepare`` (register the portrait and load
+        what a stream needs, so a live stream starts at once)."""
+        pipeline = self._require()
+        path = source.materialize(inputs)
+        if name == "preview":
+            registered = pipeline.register(path, controls)
+            frame = registered.frames[0]
+            return PreviewData((PreviewFrame(frame.image, frame.crop_to_image),), registered.face_box)
+        if name == "prepare":
+            prepare = getattr(pipeline, "prepare_stream", None)
+            if prepare is not None:
+                prepare(path, controls)
+            else:
+                pipeline.register(path, controls)
+            return None
+        raise DittoError(f"Unknown worker call {name!r}.")
 
 
 class ChunkFeed:
@@ -215,3 +253,82 @@ class ChunkFeed:
                 chunk = self._pending.pop(self._next)
                 self._next += 1
             yield chunk
+
+
+class RemoteSkip:
+    """``skip_frame`` on the worker, answered by the app: each question goes out through ``ask(index)`` and the
+    stitch thread waits for :meth:`answer` (rendering the frame if no answer comes within ``timeout``)."""
+
+    def __init__(self, ask: Callable[[int], None], cancel: threading.Event, timeout: float = 5.0) -> None:
+        self._ask = ask
+        self._cancel = cancel
+        self._timeout = timeout
+        self._cond = threading.Condition()
+        self._answers: dict[int, bool] = {}
+
+    def __call__(self, index: int) -> bool:
+        self._ask(index)
+        with self._cond:
+            self._cond.wait_for(lambda: index in self._answers or self._cancel.is_set(), self._timeout)
+            return self._answers.pop(index, False)
+
+    def answer(self, index: int, skip: bool) -> None:
+        with self._cond:
+            self._answers[index] = skip
+            self._cond.notify_all()
+
+
+@dataclass
+class JobState:
+    """What a running job receives while it runs; messages may arrive before the job starts (Ray runs an actor's
+    calls on several threads), so everything is created on first use."""
+
+    cancel: threading.Event = field(default_factory=threading.Event)
+    feed: ChunkFeed = field(init=False)
+    skip: RemoteSkip | None = None
+    live: LiveControls | None = None
+    #: Control changes are numbered by the app; an older one arriving late is ignored.
+    controls_version: int = 0
+    pending_controls: Controls | None = None
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.feed = ChunkFeed(self.cancel)
+
+    def start_live(self, controls: Controls) -> LiveControls:
+        with self.lock:
+            self.live = LiveControls(self.pending_controls or controls)
+            return self.live
+
+    def apply_controls(self, version: int, controls: Controls) -> None:
+        """The viewer changed a live control (snapshot ``version`` of the app's channel)."""
+        with self.lock:
+            if version <= self.controls_version:
+                return
+            self.controls_version = version
+            if self.live is None:
+                self.pending_controls = controls
+                return
+            live = self.live
+        live.update(**{name: getattr(controls, name) for name in LIVE_CONTROL_NAMES})
+
+
+class JobBook:
+    """The worker's running jobs by id; a job's late messages after it ended are dropped."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._jobs: dict[str, JobState] = {}
+        self._finished: deque[str] = deque(maxlen=1024)
+
+    def get(self, job_id: str) -> JobState | None:
+        """The job's state (created on first use); ``None`` once it has ended."""
+        with self._lock:
+            if job_id in self._finished:
+                return None
+            return self._jobs.setdefault(job_id, JobState())
+
+    def close(self, job_id: str) -> None:
+        with self._lock:
+            self._jobs.pop(job_id, None)
+            self._finished.append(job_id)

@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -30,10 +30,10 @@ import numpy as np
 
 import ditto_demo
 from ditto_demo.pipeline.controls import Controls
-from ditto_demo.pipeline.pipeline import ProgressFn, Result, StreamFrame
-from ditto_demo.workers.base import Slot, SlotPool, WorkerDiedError, cancelled
+from ditto_demo.pipeline.pipeline import ProgressFn, Result
+from ditto_demo.workers.base import Slot, SlotPool, StreamChannel, WorkerDiedError, cancelled
 from ditto_demo.workers.child import FD_ENV
-from ditto_demo.workers.jobs import FilePayload, Job, PreviewData, WorkerConfig
+from ditto_demo.workers.jobs import FilePayload, Job, StreamRequest, WorkerConfig
 
 __all__ = ["LocalPool"]
 
@@ -212,11 +212,11 @@ class LocalPool(SlotPool):
                 raise message[2]
         raise WorkerDiedError("no reply")  # unreachable: _replies ends only by raising
 
-    def _preview(self, slot: Slot, source: FilePayload, controls: Controls) -> PreviewData:
+    def _call(self, slot: Slot, name: str, source: FilePayload, controls: Controls) -> Any:
         process: _Process = slot.handle
         job_id = uuid.uuid4().hex
         try:
-            process.send(("preview", job_id, source, controls))
+            process.send(("call", job_id, name, source, controls))
         except OSError:
             raise WorkerDiedError(self._death(process)) from None
         for message in self._replies(process, job_id, None):
@@ -226,75 +226,47 @@ class LocalPool(SlotPool):
                 raise message[2]
         raise WorkerDiedError("no reply")
 
-    def _open_stream(self, slot: Slot, source: FilePayload, chunks: Iterable[np.ndarray], controls: Controls,
-                     cancel: Any) -> Iterator[StreamFrame]:
+    def _open_stream(self, slot: Slot, request: StreamRequest) -> StreamChannel:
         process: _Process = slot.handle
-        job_id = uuid.uuid4().hex
         try:
-            process.send(("stream", job_id, source, controls))
+            process.send(("stream", request))
         except OSError:
             raise WorkerDiedError(self._death(process)) from None
-        stop = threading.Event()
-        feed_errors: list[BaseException] = []
-        threading.Thread(target=self._feed, args=(process, job_id, chunks, stop, feed_errors),
-                         name=f"worker-{slot.index}-feed", daemon=True).start()
-        return self._frames(slot, process, job_id, cancel, stop, feed_errors)
+        return _LocalChannel(self, process, request.id)
 
-    @staticmethod
-    def _feed(process: _Process, job_id: str, chunks: Iterable[np.ndarray], stop: threading.Event,
-              errors: list[BaseException]) -> None:
-        """Send the audio pieces as they come, numbered, then the end marker (not after the stream stopped)."""
-        count = 0
+
+class _LocalChannel(StreamChannel):
+    """A stream on a worker process: messages over its socket, tagged with the stream's id."""
+
+    def __init__(self, pool: LocalPool, process: _Process, job_id: str) -> None:
+        self._pool = pool
+        self._process = process
+        self._id = job_id
+
+    def _send(self, *message: Any) -> None:
         try:
-            for chunk in chunks:
-                if stop.is_set():
-                    return
-                process.send(("chunk", job_id, count, np.asarray(chunk)))
-                count += 1
-            if not stop.is_set():
-                process.send(("end", job_id, count))
+            self._process.send((message[0], self._id, *message[1:]))
         except OSError:
-            return  # the worker is gone; the frame reader reports it
-        except Exception as exc:  # a failing audio source ends the stream with its error
-            errors.append(exc)
-            try:
-                process.send(("cancel", job_id))
-            except OSError:
-                return
+            raise WorkerDiedError("its connection broke") from None
 
-    def _frames(self, slot: Slot, process: _Process, job_id: str, cancel: Any, stop: threading.Event,
-                feed_errors: list[BaseException]) -> Iterator[StreamFrame]:
-        finished = False
-        try:
-            for message in self._replies(process, job_id, cancel):
-                if message[0] == "frame":
-                    _, _, index, timestamp, image = message
-                    yield StreamFrame(index=index, timestamp=timestamp, image=image, produced_at=time.perf_counter())
-                elif message[0] == "done":
-                    finished = True
-                    break
-                elif message[0] == "error":
-                    finished = True
-                    if feed_errors:
-                        raise feed_errors[0]
-                    raise message[2]
-            if feed_errors:
-                raise feed_errors[0]
-        finally:
-            stop.set()
-            if not finished:
-                self._abandon(slot, process, job_id)
+    def chunk(self, seq: int, samples: np.ndarray) -> None:
+        self._send("chunk", seq, samples)
 
-    def _abandon(self, slot: Slot, process: _Process, job_id: str) -> None:
-        """The reader stopped before the stream ended (closed, or failed): stop the worker's stream and wait for
-        its last word, so the next request finds the worker idle; a worker that does not answer is replaced."""
-        stop = threading.Event()
-        stop.set()
-        generation = slot.generation
-        try:
-            for message in self._replies(process, job_id, stop):
-                if message[0] in ("done", "error"):
-                    return
-        except WorkerDiedError as exc:
-            if slot.generation == generation:
-                self._replace(slot, str(exc))
+    def end(self, count: int) -> None:
+        self._send("end", count)
+
+    def controls(self, version: int, controls: Controls) -> None:
+        self._send("controls", version, controls)
+
+    def answer(self, index: int, skip: bool) -> None:
+        self._send("skip!", index, skip)
+
+    def cancel(self) -> None:
+        self._send("cancel")
+
+    def items(self, cancel: Any) -> Iterator[tuple[Any, ...]]:
+        for message in self._pool._replies(self._process, self._id, cancel):
+            if message[0] == "done":
+                yield ("done",)
+            else:
+                yield (message[0], *message[2:])

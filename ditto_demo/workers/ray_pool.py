@@ -26,8 +26,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -39,14 +38,16 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # otherwise Ray tries to 
 import ray  # (only this module imports Ray, and only DITTO_WORKERS=ray imports this module)
 from ray.exceptions import GetTimeoutError, RayActorError
 
+from ditto_demo.errors import DittoError
 from ditto_demo.pipeline.controls import Controls
-from ditto_demo.pipeline.pipeline import ProgressFn, Result, StreamFrame
-from ditto_demo.workers.base import Slot, SlotPool, WorkerDiedError, cancelled
+from ditto_demo.pipeline.pipeline import ProgressFn, Result
+from ditto_demo.workers.base import Slot, SlotPool, StreamChannel, WorkerDiedError, cancelled
 from ditto_demo.workers.jobs import (
-    ChunkFeed,
     FilePayload,
     Job,
-    PreviewData,
+    JobBook,
+    RemoteSkip,
+    StreamRequest,
     WorkerConfig,
     WorkerRuntime,
     portable_error,
@@ -61,7 +62,7 @@ _PROGRESS_EVERY = 0.2
 
 
 class RayWorker:
-    """The actor's class (wrapped by ``ray.remote`` in :class:`RayPool`): one pipeline, its jobs, their cancels."""
+    """The actor's class (wrapped by ``ray.remote`` in :class:`RayPool`): one pipeline, its jobs, what they receive."""
 
     def __init__(self, config: WorkerConfig) -> None:
         self.runtime = WorkerRuntime(config)
@@ -72,10 +73,7 @@ class RayWorker:
         except Exception as exc:  # reported by hello(); the pool marks this worker failed and kills it
             logging.getLogger(__name__).exception("could not load the pipeline")
             self.error = str(exc) or type(exc).__name__
-        self.lock = threading.Lock()
-        self.cancels: dict[str, threading.Event] = {}
-        self.feeds: dict[str, ChunkFeed] = {}
-        self.finished: deque[str] = deque(maxlen=256)
+        self.jobs = JobBook()
         self.work = Path(tempfile.mkdtemp(prefix="ditto-ray-worker-"))
 
     def hello(self) -> dict[str, Any]:
@@ -87,41 +85,58 @@ class RayWorker:
     def ping(self) -> bool:
         return True
 
-    def _event(self, job_id: str) -> threading.Event:
-        with self.lock:
-            return self.cancels.setdefault(job_id, threading.Event())
-
-    def _feed(self, job_id: str) -> ChunkFeed | None:
-        with self.lock:
-            if job_id in self.finished:
-                return None
-            if job_id not in self.feeds:
-                self.feeds[job_id] = ChunkFeed(self.cancels.setdefault(job_id, threading.Event()))
-            return self.feeds[job_id]
-
-    def _done(self, job_id: str) -> None:
-        with self.lock:
-            self.cancels.pop(job_id, None)
-            self.feeds.pop(job_id, None)
-            self.finished.append(job_id)
-        shutil.rmtree(self.work / job_id, ignore_errors=True)
+    # What a running job receives (each call may run on its own actor thread; JobBook creates state on first use).
 
     def cancel(self, job_id: str) -> None:
-        self._event(job_id).set()
+        state = self.jobs.get(job_id)
+        if state is not None:
+            state.cancel.set()
 
     def push(self, job_id: str, seq: int, chunk: np.ndarray) -> None:
-        feed = self._feed(job_id)
-        if feed is not None:
-            feed.put(seq, chunk)
+        state = self.jobs.get(job_id)
+        if state is not None:
+            state.feed.put(seq, chunk)
 
     def end(self, job_id: str, count: int) -> None:
-        feed = self._feed(job_id)
-        if feed is not None:
-            feed.end(count)
+        state = self.jobs.get(job_id)
+        if state is not None:
+            state.feed.end(count)
+
+    def controls(self, job_id: str, version: int, controls: Controls) -> None:
+        state = self.jobs.get(job_id)
+        if state is not None:
+            state.apply_controls(version, controls)
+
+    def answer(self, job_id: str, index: int, skip: bool) -> None:
+        state = self.jobs.get(job_id)
+        if state is not None and state.skip is not None:
+            state.skip.answer(index, skip)
+
+    # Jobs.
+
+    def _drain(self, job_id: str, work: Any, items: queue.Queue[tuple[Any, ...]]) -> Iterator[tuple[Any, ...]]:
+        """Run ``work`` on a thread of its own and yield what it queues, up to its ``done`` or ``error``."""
+
+        def run() -> None:
+            try:
+                work()
+            except Exception as exc:  # goes back to the app, which raises it there
+                items.put(("error", portable_error(exc)))
+
+        threading.Thread(target=run, name=f"job-{job_id[:8]}", daemon=True).start()
+        try:
+            while True:
+                item = items.get()
+                yield item
+                if item[0] in ("done", "error"):
+                    return
+        finally:
+            self.jobs.close(job_id)
+            shutil.rmtree(self.work / job_id, ignore_errors=True)
 
     def run(self, job: Job) -> Iterator[tuple[Any, ...]]:
         """``("progress", stage, fraction, text)``… then ``("done", result, video bytes)`` or ``("error", exc)``."""
-        cancel = self._event(job.id)
+        state = self.jobs.get(job.id)
         folder = self.work / job.id
         folder.mkdir(parents=True, exist_ok=True)
         items: queue.Queue[tuple[Any, ...]] = queue.Queue()
@@ -134,41 +149,34 @@ class RayWorker:
                 items.put(("progress", stage, fraction, text))
 
         def work() -> None:
-            try:
-                result = self.runtime.run(job, folder, folder / "inputs", progress, cancel)
-                items.put(("done", result, result.video.read_bytes()))
-            except Exception as exc:  # goes back to the app, which raises it there
-                items.put(("error", portable_error(exc)))
+            if state is None:
+                raise DittoError("This request had already ended.")
+            result = self.runtime.run(job, folder, folder / "inputs", progress, state.cancel)
+            items.put(("done", result, result.video.read_bytes()))
 
-        threading.Thread(target=work, name=f"job-{job.id[:8]}", daemon=True).start()
-        try:
-            while True:
-                item = items.get()
-                yield item
-                if item[0] in ("done", "error"):
-                    return
-        finally:
-            self._done(job.id)
+        yield from self._drain(job.id, work, items)
 
-    def stream(self, job_id: str, source: FilePayload, controls: Controls) -> Iterator[tuple[Any, ...]]:
-        """``("frame", index, timestamp, image)``… then ``("done",)`` or ``("error", exc)``."""
-        cancel = self._event(job_id)
-        feed = self._feed(job_id)
-        try:
-            if feed is None:
-                return
-            for frame in self.runtime.stream(source, self.work / job_id, feed, controls, cancel):
-                yield ("frame", frame.index, frame.timestamp, frame.image)
-            yield ("done",)
-        except Exception as exc:  # goes back to the app, which raises it there
-            yield ("error", portable_error(exc))
-        finally:
-            self._done(job_id)
+    def stream(self, request: StreamRequest) -> Iterator[tuple[Any, ...]]:
+        """``("frame", index, timestamp, image)`` and ``("skip?", index)``… then ``("done",)`` or ``("error",
+        exc)``."""
+        state = self.jobs.get(request.id)
+        items: queue.Queue[tuple[Any, ...]] = queue.Queue()
 
-    def preview(self, source: FilePayload, controls: Controls) -> tuple[Any, ...]:
+        def work() -> None:
+            if state is None:
+                raise DittoError("This live stream had already ended.")
+            if request.skip:
+                state.skip = RemoteSkip(lambda index: items.put(("skip?", index)), state.cancel)
+            for frame in self.runtime.stream(request, self.work / request.id, state):
+                items.put(("frame", frame.index, frame.timestamp, frame.image))
+            items.put(("done",))
+
+        yield from self._drain(request.id, work, items)
+
+    def call(self, name: str, source: FilePayload, controls: Controls) -> tuple[Any, ...]:
         job_id = uuid.uuid4().hex
         try:
-            return ("done", self.runtime.preview(source, self.work / job_id, controls))
+            return ("done", self.runtime.call(name, source, self.work / job_id, controls))
         except Exception as exc:  # goes back to the app, which raises it there
             return ("error", portable_error(exc))
         finally:
@@ -309,73 +317,43 @@ class RayPool(SlotPool):
                 raise item[1]
         raise WorkerDiedError("the worker ended the request without a result")
 
-    def _preview(self, slot: Slot, source: FilePayload, controls: Controls) -> PreviewData:
+    def _call(self, slot: Slot, name: str, source: FilePayload, controls: Controls) -> Any:
         try:
-            item = ray.get(slot.handle.preview.remote(source, controls), timeout=self.LOAD_SECONDS)
+            item = ray.get(slot.handle.call.remote(name, source, controls), timeout=self.LOAD_SECONDS)
         except (RayActorError, GetTimeoutError) as exc:
             raise WorkerDiedError(type(exc).__name__) from None
         if item[0] == "error":
             raise item[1]
         return item[1]
 
-    def _open_stream(self, slot: Slot, source: FilePayload, chunks: Iterable[np.ndarray], controls: Controls,
-                     cancel: Any) -> Iterator[StreamFrame]:
+    def _open_stream(self, slot: Slot, request: StreamRequest) -> StreamChannel:
         actor = slot.handle
-        job_id = uuid.uuid4().hex
-        stream = actor.stream.options(num_returns="streaming").remote(job_id, source, controls)
-        stop = threading.Event()
-        feed_errors: list[BaseException] = []
-        threading.Thread(target=self._feed, args=(actor, job_id, chunks, stop, feed_errors),
-                         name=f"ray-worker-{slot.index}-feed", daemon=True).start()
-        return self._frames(slot, actor, stream, job_id, cancel, stop, feed_errors)
+        return _RayChannel(self, actor, request.id, actor.stream.options(num_returns="streaming").remote(request))
 
-    @staticmethod
-    def _feed(actor: Any, job_id: str, chunks: Iterable[np.ndarray], stop: threading.Event,
-              errors: list[BaseException]) -> None:
-        count = 0
-        try:
-            for chunk in chunks:
-                if stop.is_set():
-                    return
-                actor.push.remote(job_id, count, np.asarray(chunk))
-                count += 1
-            if not stop.is_set():
-                actor.end.remote(job_id, count)
-        except Exception as exc:  # a failing audio source ends the stream with its error
-            errors.append(exc)
-            actor.cancel.remote(job_id)
 
-    def _frames(self, slot: Slot, actor: Any, stream: Any, job_id: str, cancel: Any, stop: threading.Event,
-                feed_errors: list[BaseException]) -> Iterator[StreamFrame]:
-        finished = False
-        try:
-            for item in self._items(actor, stream, job_id, cancel):
-                if item[0] == "frame":
-                    _, index, timestamp, image = item
-                    yield StreamFrame(index=index, timestamp=timestamp, image=image, produced_at=time.perf_counter())
-                elif item[0] == "done":
-                    finished = True
-                    break
-                elif item[0] == "error":
-                    finished = True
-                    raise feed_errors[0] if feed_errors else item[1]
-            finished = True
-            if feed_errors:
-                raise feed_errors[0]
-        finally:
-            stop.set()
-            if not finished:
-                self._abandon(slot, actor, stream, job_id)
+class _RayChannel(StreamChannel):
+    """A stream on an actor: its streaming call brings frames and questions, actor calls take audio and answers."""
 
-    def _abandon(self, slot: Slot, actor: Any, stream: Any, job_id: str) -> None:
-        """Stop the worker's stream and wait for its end, so the next request finds the worker idle."""
-        stop = threading.Event()
-        stop.set()
-        generation = slot.generation
-        try:
-            for item in self._items(actor, stream, job_id, stop):
-                if item[0] in ("done", "error"):
-                    return
-        except WorkerDiedError as exc:
-            if slot.generation == generation:
-                self._replace(slot, str(exc))
+    def __init__(self, pool: RayPool, actor: Any, job_id: str, stream: Any) -> None:
+        self._pool = pool
+        self._actor = actor
+        self._id = job_id
+        self._stream = stream
+
+    def chunk(self, seq: int, samples: np.ndarray) -> None:
+        self._actor.push.remote(self._id, seq, samples)
+
+    def end(self, count: int) -> None:
+        self._actor.end.remote(self._id, count)
+
+    def controls(self, version: int, controls: Controls) -> None:
+        self._actor.controls.remote(self._id, version, controls)
+
+    def answer(self, index: int, skip: bool) -> None:
+        self._actor.answer.remote(self._id, index, skip)
+
+    def cancel(self) -> None:
+        self._actor.cancel.remote(self._id)
+
+    def items(self, cancel: Any) -> Iterator[tuple[Any, ...]]:
+        return self._pool._items(self._actor, self._stream, self._id, cancel)
