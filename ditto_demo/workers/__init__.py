@@ -7,6 +7,7 @@ capacity (the number of workers) is the app's queue concurrency. Nothing here kn
 * :mod:`.settings`: which workers, from ``DITTO_WORKERS`` and friends (:class:`PoolSettings`, :func:`open_pool`);
 * :mod:`.base`: the interface, a worker's identity (:class:`WorkerId`) and state, the scheduling both pools share;
 * :mod:`.jobs`: what travels to a worker and what a worker does with it;
+* :mod:`.facade`: the pool in the pipeline's shape, for the app's service (:class:`PoolPipeline`);
 * :mod:`.local` and :mod:`.child`: worker processes on this machine (``DITTO_WORKERS=local``);
 * :mod:`.ray_pool`: Ray actors (``DITTO_WORKERS=ray``; Ray is imported only then).
 """
@@ -23,14 +24,16 @@ from ditto_demo.workers.base import (
     WorkerStoppedError,
     WorkerStream,
 )
+from ditto_demo.workers.facade import PoolPipeline, WorkerResult, worker_of
 from ditto_demo.workers.jobs import PreviewData, WorkerConfig
-from ditto_demo.workers.settings import WORKERS_ENV, PoolSettings, open_pool
+from ditto_demo.workers.settings import WORKERS_ENV, PoolSettings, describe_plan, open_pool
 
 __all__ = [
     "WORKERS_ENV",
     "WORKER_STOPPED",
     "NoWorkerError",
     "PinnedWorker",
+    "PoolPipeline",
     "PoolResult",
     "PoolSettings",
     "PreviewData",
@@ -38,8 +41,11 @@ __all__ = [
     "WorkerId",
     "WorkerInfo",
     "WorkerPool",
+    "WorkerResult",
     "WorkerState",
     "WorkerStoppedError",
     "WorkerStream",
+    "describe_plan",
     "open_pool",
+    "worker_of",
 ]

@@ -135,10 +135,12 @@ class WorkerStream(Iterator[StreamFrame]):
 
 class PinnedWorker(ABC):
     """One worker held for one live session: ``prepare_stream`` then ``stream``, both on :attr:`worker` (the shape
-    of :class:`~ditto_demo.pipeline.Pipeline` a live avatar animates with). The worker is handed back when the
-    stream ends, on :meth:`close`, or when this object is garbage-collected, whichever comes first."""
+    of :class:`~ditto_demo.pipeline.Pipeline` a live avatar animates with). The worker is taken at the first call
+    (waiting for a free one) and handed back when the stream ends, on :meth:`close`, or when this object is
+    garbage-collected, whichever comes first."""
 
-    worker: WorkerId
+    #: The pinned worker (``None`` until the first call took one).
+    worker: WorkerId | None
 
     @abstractmethod
     def prepare_stream(self, source: str | Path, controls: Controls | None = None) -> None:
@@ -172,8 +174,8 @@ class WorkerPool(ABC):
 
     @abstractmethod
     def generate(self, source: str | Path, audio: str | Path, controls: Controls, *, folder: Path,
-                 progress: ProgressFn | None = None, cancel: Any = None) -> PoolResult:
-        """One video (``folder/ditto.mp4``), as :meth:`Pipeline.generate`."""
+                 name: str = "ditto.mp4", progress: ProgressFn | None = None, cancel: Any = None) -> PoolResult:
+        """One video (``folder/name``), as :meth:`Pipeline.generate`."""
 
     @abstractmethod
     def compare(self, source: str | Path, audio: str | Path, variants: list[tuple[str, Controls]], *,
@@ -194,6 +196,10 @@ class WorkerPool(ABC):
     @abstractmethod
     def preview(self, source: str | Path, controls: Controls) -> PreviewData:
         """The portrait's first registered frame, face box and crop (the page's crop preview)."""
+
+    @abstractmethod
+    def prepare(self, source: str | Path, controls: Controls) -> None:
+        """Register the portrait on a free worker (a portrait without a face is refused here, in words)."""
 
     @abstractmethod
     def defaults(self, timeout: float = 0.0) -> ReleasedDefaults | None:
@@ -439,9 +445,9 @@ class SlotPool(WorkerPool):
             return len(self._slots)
 
     def generate(self, source: str | Path, audio: str | Path, controls: Controls, *, folder: Path,
-                 progress: ProgressFn | None = None, cancel: Any = None) -> PoolResult:
+                 name: str = "ditto.mp4", progress: ProgressFn | None = None, cancel: Any = None) -> PoolResult:
         job = Job(kind="generate", source=self._payload(source), audio=self._payload(audio),
-                  variants=(("", controls),), output_name="ditto.mp4", id=uuid.uuid4().hex)
+                  variants=(("", controls),), output_name=name, id=uuid.uuid4().hex)
         return self._run(job, folder, progress, cancel)
 
     def compare(self, source: str | Path, audio: str | Path, variants: list[tuple[str, Controls]], *,
@@ -452,13 +458,19 @@ class SlotPool(WorkerPool):
         return self._run(job, folder, progress, cancel)
 
     def pin(self, cancel: Any = None) -> PinnedWorker:
-        return _Pinned(self, self._acquire("live", cancel))
+        return _Pinned(self, cancel)
 
     def preview(self, source: str | Path, controls: Controls) -> PreviewData:
-        slot = self._acquire("preview", None)
+        return self._short("preview", source, controls)
+
+    def prepare(self, source: str | Path, controls: Controls) -> None:
+        self._short("prepare", source, controls)
+
+    def _short(self, name: str, source: str | Path, controls: Controls) -> Any:
+        slot = self._acquire(name, None)
         generation = slot.generation
         try:
-            return self._call_on(slot, "preview", source, controls)
+            return self._call_on(slot, name, source, controls)
         finally:
             self._release(slot, generation, served=False)
 
@@ -630,28 +642,38 @@ def _forward_controls(channel: StreamChannel, live: LiveControls, stop: threadin
 
 
 class _Pinned(PinnedWorker):
-    def __init__(self, pool: SlotPool, slot: Slot) -> None:
+    """A pinned worker, taken at its first use (on the caller's thread: the live server asks for one on its event
+    loop, where waiting for a free worker would block)."""
+
+    def __init__(self, pool: SlotPool, cancel: Any = None) -> None:
         self._pool = pool
-        self._slot = slot
-        self._generation = slot.generation
-        self.worker = slot.worker_id
+        self._cancel = cancel
         self._lock = threading.Lock()
+        self._slot: Slot | None = None
+        self._generation = -1
+        self.worker: WorkerId | None = None  # type: ignore[assignment]
         self._stream: WorkerStream | None = None
         self._channel: StreamChannel | None = None
         self._iterated = False
         self._released = False
-        self._finalizer = weakref.finalize(self, pool._release, slot, slot.generation, served=False)
+        self._finalizer: weakref.finalize | None = None
 
-    def _check(self) -> Slot:
+    def _take(self) -> Slot:
         with self._lock:
             if self._released or self._channel is not None:
                 raise DittoError("This live session's worker was already used or handed back; start a new session.")
-        if self._slot.generation != self._generation:
+            slot = self._slot
+        if slot is None:
+            slot = self._pool._acquire("live", self._cancel)
+            with self._lock:
+                self._slot, self._generation, self.worker = slot, slot.generation, slot.worker_id
+                self._finalizer = weakref.finalize(self, self._pool._release, slot, slot.generation, served=False)
+        if slot.generation != self._generation:
             raise WorkerStoppedError()
-        return self._slot
+        return slot
 
     def prepare_stream(self, source: str | Path, controls: Controls | None = None) -> None:
-        slot = self._check()
+        slot = self._take()
         try:
             self._pool._call_on(slot, "prepare", source, controls or Controls())
         except BaseException:
@@ -661,7 +683,7 @@ class _Pinned(PinnedWorker):
     def stream(self, source: str | Path, audio_chunks: Iterable[np.ndarray], controls: Controls | None = None, *,
                cancel: threading.Event | None = None, live: LiveControls | None = None,
                skip_frame: Callable[[int], bool] | None = None, low_latency: bool = True) -> WorkerStream:
-        slot = self._check()
+        slot = self._take()
         initial = live.snapshot().controls if live is not None else (controls or Controls())
         request = StreamRequest(id=uuid.uuid4().hex, source=self._pool._payload(source), controls=initial,
                                 live=live is not None, skip=skip_frame is not None, low_latency=low_latency)
@@ -674,7 +696,7 @@ class _Pinned(PinnedWorker):
             self.close()
             raise
         frames = self._pool._frames(slot, self._channel, audio_chunks, cancel, live, skip_frame)
-        self._stream = WorkerStream(self._until_end(frames), self.worker)
+        self._stream = WorkerStream(self._until_end(frames), slot.worker_id)
         return self._stream
 
     def _until_end(self, frames: Iterator[StreamFrame]) -> Iterator[StreamFrame]:
@@ -686,15 +708,17 @@ class _Pinned(PinnedWorker):
             self.close(served=True)
 
     def close(self, *, served: bool = False) -> None:
-        stream, channel = self._stream, self._channel
+        stream, channel, slot = self._stream, self._channel, self._slot
         if stream is not None and not served:
             self._stream = None
             stream.close()  # a running stream ends (its end hands the worker back)
-            if channel is not None and not self._iterated:  # opened but never read: stop it on the worker
-                self._pool._abandon(self._slot, channel, self._generation)
+            if channel is not None and slot is not None and not self._iterated:  # opened, never read: stop it
+                self._pool._abandon(slot, channel, self._generation)
         with self._lock:
             if self._released:
                 return
             self._released = True
-        self._finalizer.detach()
-        self._pool._release(self._slot, self._generation, served=served)
+        if self._finalizer is not None:
+            self._finalizer.detach()
+        if slot is not None:
+            self._pool._release(slot, self._generation, served=served)

@@ -198,10 +198,15 @@ class RayPool(SlotPool):
         super().__init__()
         self._owns_ray = False
         if not ray.is_initialized():
-            if address == "local":
-                ray.init(include_dashboard=False, logging_level=logging.WARNING)
-            else:
-                ray.init(address=address, logging_level=logging.WARNING)
+            try:
+                if address == "local":
+                    ray.init(include_dashboard=False, logging_level=logging.WARNING)
+                else:
+                    ray.init(address=address, logging_level=logging.WARNING)
+            except (ConnectionError, RuntimeError, ValueError) as exc:
+                where = "start a local Ray cluster" if address == "local" else f"join the Ray cluster at {address!r}"
+                raise DittoError(f"Could not {where} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                                 "check DITTO_RAY_ADDRESS and that `ray start` runs on the head node.") from exc
             self._owns_ray = True
         gpus = ray.cluster_resources().get("GPU", 0)
         self._use_gpu = gpus > 0 and tuple(devices) != ("cpu",)
@@ -263,6 +268,12 @@ class RayPool(SlotPool):
 
     def _payload(self, path: str | Path) -> FilePayload:
         return FilePayload.by_value(path)
+
+    @property
+    def capacity(self) -> int:
+        """The range's maximum: the app may run that many requests at once (workers are added while they wait)."""
+        with self._cond:
+            return max(self._max, len(self._slots))
 
     def _on_wait_locked(self) -> None:
         """A request waits and every worker is busy: add one, up to the range's maximum."""

@@ -28,7 +28,7 @@ from ditto_demo.errors import DittoError
 from ditto_demo.workers.base import WorkerPool
 from ditto_demo.workers.jobs import WorkerConfig
 
-__all__ = ["WORKERS_ENV", "PoolSettings", "open_pool", "visible_gpus"]
+__all__ = ["WORKERS_ENV", "PoolSettings", "describe_plan", "open_pool", "visible_gpus"]
 
 WORKERS_ENV = "DITTO_WORKERS"
 _KINDS = ("local", "ray")
@@ -140,3 +140,22 @@ def open_pool(settings: PoolSettings, config: WorkerConfig) -> WorkerPool:
         return RayPool(config, address=settings.ray_address, workers=settings.ray_workers,
                        devices=settings.devices, per_device=settings.per_device)
     raise DittoError("The in-process pipeline is not a worker pool; the service runs it itself.")
+
+
+def describe_plan(settings: PoolSettings) -> str:
+    """What the settings would start, for ``doctor`` (which starts nothing)."""
+    if settings.kind == "inprocess":
+        return "in the app's process: one pipeline (DITTO_WORKERS unset; set local or ray for more workers)"
+    if settings.kind == "ray":
+        low, high = settings.ray_workers
+        count = f"{low}" if low == high else f"{low} to {high}"
+        kind = "CPU" if settings.devices == ("cpu",) else "GPU (CPU if the cluster has none)"
+        return (f"ray at {settings.ray_address}: {count} {kind} worker(s), "
+                f"{settings.per_device} per GPU (not started here; the app starts them)")
+    lines = [f"local: {settings.planned} worker process(es) (not started here; the app starts them)"]
+    index = 0
+    for device in settings.devices:
+        for _ in range(settings.per_device):
+            lines.append(f"  #{index} {device}")
+            index += 1
+    return "\n".join(lines)
