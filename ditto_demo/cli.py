@@ -65,8 +65,10 @@ def _bench(args: argparse.Namespace) -> int:
 
 def _doctor(args: argparse.Namespace) -> int:
     from ditto_demo.engine.report import engine_report
+    from ditto_demo.workers import PoolSettings, describe_plan
 
-    print(engine_report(Path(args.checkpoints) if args.checkpoints else None))
+    workers = describe_plan(PoolSettings.from_env(app_device=os.environ.get("DITTO_DEVICE", "auto")))
+    print(engine_report(Path(args.checkpoints) if args.checkpoints else None, workers=workers))
     return 0
 
 

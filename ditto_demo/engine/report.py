@@ -36,8 +36,16 @@ def _gpu_line(host: HostInfo) -> str:
     return f"{host.gpu_name} (sm{major}{minor})"
 
 
-def engine_report(checkpoints: Path | None = None) -> str:
-    """The report for ``checkpoints`` (default: ``DITTO_CHECKPOINTS``, else the Hub cache; never downloads)."""
+def engine_report(checkpoints: Path | None = None, *, workers: str | None = None) -> str:
+    """The report for ``checkpoints`` (default: ``DITTO_CHECKPOINTS``, else the Hub cache; never downloads);
+    ``workers`` (one worker per line, as the app's worker pool or ``doctor`` describes them) ends it."""
+    report = _engine_lines(checkpoints)
+    if workers is not None:
+        report += "\nworkers\n" + "\n".join(f"  {line}" for line in workers.splitlines())
+    return report
+
+
+def _engine_lines(checkpoints: Path | None) -> str:
     from ditto_demo.engine.hub import CHECKPOINTS_ENV, HUB_REPO_ID, find_cached_checkpoints, missing_files
 
     host = probe_host()

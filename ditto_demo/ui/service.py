@@ -13,6 +13,7 @@ seeds (:meth:`DemoService.new_seed`, the pipeline's one drawer), a speech file's
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
@@ -40,6 +41,7 @@ from ditto_demo.pipeline.plan import draw_seed
 from ditto_demo.pipeline.registration import AVATAR_CROP_SIZE
 from ditto_demo.pipeline.runner import CancelledError
 from ditto_demo.pipeline.timebase import SAMPLE_RATE
+from ditto_demo.workers import PoolPipeline, PoolSettings, WorkerConfig, WorkerPool, open_pool, worker_of
 
 # The UI reaches the pipeline's values and errors through this module only (see ditto_demo/ui/__init__.py).
 __all__ = [
@@ -81,6 +83,8 @@ class AppSettings:
     max_pixels: int = 40_000_000  # DITTO_MAX_PIXELS: largest image, checked before decoding
     tts_model: str | None = None  # DITTO_TTS_MODEL: a Hub text-to-speech model to prefer (else the built-in voice)
     output_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "ditto-demo-outputs")
+    #: DITTO_WORKERS and friends (ditto_demo/workers/settings.py): where requests run; default in this process.
+    workers: PoolSettings = field(default_factory=PoolSettings)
 
     def limits(self) -> Limits:
         """The pipeline limits these settings allow."""
@@ -108,6 +112,7 @@ class AppSettings:
             max_pixels=int(_env_float(env, "DITTO_MAX_PIXELS", defaults.max_pixels)),
             tts_model=env.get("DITTO_TTS_MODEL") or None,
             output_dir=Path(env["DITTO_OUTPUT_DIR"]) if env.get("DITTO_OUTPUT_DIR") else defaults.output_dir,
+            workers=PoolSettings.from_env(env, app_device=env.get("DITTO_DEVICE", defaults.device)),
         )
 
 
@@ -166,9 +171,24 @@ def timing_report(result: Result, controls: Controls) -> dict[str, Any]:
 class DemoService:
     """The app's single entry point into the pipeline; safe to share between concurrent requests."""
 
-    def __init__(self, settings: AppSettings | None = None, *, pipeline: Pipeline | None = None) -> None:
+    def __init__(self, settings: AppSettings | None = None, *, pipeline: Pipeline | None = None,
+                 pool: WorkerPool | None = None) -> None:
         self.settings = settings or AppSettings.from_env()
         self.problem: str | None = None
+        # Workers (issue 13): with a pool, every run goes to a free worker through a pipeline-shaped stand-in, and
+        # the queue runs as many requests at once as there are workers.
+        self.pool: WorkerPool | None = pool
+        if pool is None and pipeline is None and self.settings.workers.kind != "inprocess":
+            try:
+                self.pool = open_pool(self.settings.workers, WorkerConfig(
+                    checkpoints=self.settings.checkpoints, backend=self.settings.backend,
+                    limits=self.settings.limits()))
+            except DittoError as exc:
+                self.problem = str(exc)
+                log.error("starting without workers: %s", exc)
+        if self.pool is not None:
+            self.settings = dataclasses.replace(self.settings, concurrency=self.pool.capacity)
+            pipeline = PoolPipeline(self.pool)  # type: ignore[assignment]
         self.pipeline: Pipeline | None = pipeline
         if pipeline is None:
             try:
@@ -227,7 +247,7 @@ class DemoService:
 
     @property
     def ready(self) -> bool:
-        return self.pipeline is not None
+        return self.pipeline is not None and (self.pool is None or self.pool.usable())
 
     def banner(self) -> str | None:
         """Markdown for a banner when generation is unavailable, with the exact fix; ``None`` when ready."""
@@ -235,7 +255,7 @@ class DemoService:
             return None
         return (
             "**Generation is unavailable: the Ditto checkpoints could not be loaded.** "
-            f"{self.problem} Then restart the app."
+            f"{self.problem or (self.pool.problem() if self.pool else '')} Then restart the app."
         )
 
     def control_defaults(self) -> dict[str, Any]:
@@ -250,7 +270,8 @@ class DemoService:
         from ditto_demo.engine.report import engine_report
 
         checkpoints = self.settings.checkpoints
-        return engine_report(Path(checkpoints) if checkpoints else None)
+        workers = self.pool.describe() if self.pool is not None else "in the app's process (DITTO_WORKERS unset)"
+        return engine_report(Path(checkpoints) if checkpoints else None, workers=workers)
 
     def require(self) -> Pipeline:
         if self.pipeline is None:
@@ -278,7 +299,9 @@ class DemoService:
     def _finish(self, folder: Path, result: Result, controls: Controls) -> Outcome:
         settings_file = folder / "ditto-settings.json"
         settings_file.write_text(controls.to_json() + "\n")
-        return Outcome(result.video, timing_report(result, controls), settings_file)
+        report = timing_report(result, controls)
+        report["worker"] = worker_of(result).as_dict()  # host, device and index of who ran it
+        return Outcome(result.video, report, settings_file)
 
     def generate(
         self,
@@ -439,7 +462,7 @@ class DemoService:
                 def read_speech(path: Path) -> np.ndarray:
                     return load_audio(path, max_seconds=self.settings.max_audio_seconds)
 
-                hub = self._live_hub = LiveHub(self.require, voice=voice, read_speech=read_speech)
+                hub = self._live_hub = LiveHub(self.live_pipeline, voice=voice, read_speech=read_speech)
             return hub
 
     def live_start(
@@ -511,3 +534,17 @@ class DemoService:
         from ditto_demo.live.server import mount_live_routes
 
         mount_live_routes(app, lambda: self.live_hub)
+
+    # ----------------------------------------------------------------------------------------- workers
+
+    def live_pipeline(self) -> Any:
+        """What one live avatar animates with: with workers, a worker pinned to it for its whole session (taken at
+        its first call, handed back when its stream ends); otherwise the app's pipeline."""
+        if self.pool is not None:
+            return self.pool.pin()
+        return self.require()
+
+    def close(self) -> None:
+        """Stop the workers, if any (the app's pipeline needs nothing)."""
+        if self.pool is not None:
+            self.pool.close()
