@@ -8,6 +8,7 @@ landmarks, HuBERT) exist only as ONNX, so "torch" runs them through ONNX Runtime
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -78,7 +79,7 @@ def choose_backend(spec: NetworkSpec, root: Path, backend: str = "auto", device:
     return BackendChoice("onnx", resolved, why)
 
 
-def _load_torch(spec: NetworkSpec, root: Path, device: str, compile_mode: str) -> Network:
+def _load_torch(spec: NetworkSpec, root: Path, device: str, compile_mode: str = "off") -> Network:
     from ditto_demo.engine.backends.torch_backend import TorchNetwork
     from ditto_demo.engine.checkpoints import build_module, configured_input_shapes, model_config
 
@@ -109,25 +110,33 @@ def _onnx_file(spec: NetworkSpec, root: Path) -> tuple[Path, OnnxSource]:
     )
 
 
-def _load_onnx(spec: NetworkSpec, root: Path, device: str, compile_mode: str) -> Network:
+def _load_onnx(spec: NetworkSpec, root: Path, device: str) -> Network:
     from ditto_demo.engine.backends.onnx_backend import OnnxNetwork
 
     path, source = _onnx_file(spec, root)
     return OnnxNetwork(spec, path, source, device)
 
 
-def _load_tensorrt(spec: NetworkSpec, root: Path, device: str, compile_mode: str) -> Network:
+def _load_tensorrt(spec: NetworkSpec, root: Path, device: str) -> Network:
     from ditto_demo.engine.backends.tensorrt_backend import load_tensorrt_network
 
     return load_tensorrt_network(spec, root, probe_host())
 
 
-#: ``loader(spec, root, device, compile_mode)``; only the PyTorch loader uses ``compile_mode``.
-_LOADERS: dict[str, Callable[[NetworkSpec, Path, str, str], Network]] = {
+#: ``loader(spec, root, device)`` per backend; see :func:`_loader` for the PyTorch loader's compile mode.
+_LOADERS: dict[str, Callable[[NetworkSpec, Path, str], Network]] = {
     "torch": _load_torch,
     "onnx": _load_onnx,
     "tensorrt": _load_tensorrt,
 }
+
+
+def _loader(backend: str, compile_mode: str) -> Callable[[NetworkSpec, Path, str], Network]:
+    """The loader of ``backend``; ``torch.compile`` is an option of the PyTorch one only."""
+    load = _LOADERS[backend]
+    if backend == "torch" and compile_mode != "off":
+        return functools.partial(_load_torch, compile_mode=compile_mode)
+    return load
 
 
 def load_network(
@@ -162,7 +171,7 @@ def load_network(
     choice = choose_backend(spec, root, backend, device)
     log.info("%s: %s on %s (%s)", name, choice.backend, choice.device, choice.reason)
     try:
-        return _LOADERS[choice.backend](spec, root, choice.device, compile_mode)
+        return _loader(choice.backend, compile_mode)(spec, root, choice.device)
     except (BackendUnavailableError, CheckpointError) as exc:
         if backend != "auto" or choice.backend != "tensorrt":
             raise
@@ -170,4 +179,4 @@ def load_network(
         # missing plugin falls back to PyTorch (or ONNX Runtime) on the GPU, loudly.
         fallback = "torch" if spec.module is not None and _has_checkpoint(spec, root) else "onnx"
         log.warning("%s: TensorRT failed (%s); falling back to %s on cuda", name, exc, fallback)
-        return _LOADERS[fallback](spec, root, "cuda", compile_mode)
+        return _loader(fallback, compile_mode)(spec, root, "cuda")
