@@ -229,7 +229,7 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="what to run (default: all; e.g. --parts networks overhead at full size on a CPU)")
     bench.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own setting)")
     bench.add_argument("--compile", choices=COMPILE_MODES,
-                       help="DITTO_TORCH_COMPILE for this run; with 'default' the networks part is the compile lever")
+                       help="overrides DITTO_TORCH_COMPILE for this run; with 'default' the networks part is the compile lever")
     bench.add_argument("--streams", type=int, default=2,
                        help="concurrent paced live streams in the 'streams' part (default 2; the GPU target is 8)")
     bench.add_argument("--json", action="store_true", help="print only the JSON line, no table")
