@@ -20,6 +20,7 @@ import gradio as gr
 from ditto_demo.ui.common import PathRedactor
 from ditto_demo.ui.generate_tab import ASSETS, build_generate_tab
 from ditto_demo.ui.service import AppSettings, DemoService
+from ditto_demo.ui.transport import live_head
 from ditto_demo.ui.zerogpu import zero_gpu_active
 
 __all__ = ["CSS", "app_settings", "build_app", "create_service", "launch_kwargs"]
@@ -157,5 +158,6 @@ def launch_kwargs(settings: AppSettings) -> dict[str, Any]:
         "allowed_paths": served,
         "theme": _theme(),
         "css": CSS,
+        "head": live_head(),  # the Live tab's player (window.dittoLive), present before the tab is opened
         "footer_links": ["api", "gradio", "settings"],
     }

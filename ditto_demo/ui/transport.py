@@ -1,15 +1,18 @@
-"""Live audio in, frames out: how one viewer's media reaches a live session, whatever carries it.
+"""How one viewer's live media reaches the server: the page's player, and the Gradio-only fallback.
 
-The session itself (:class:`~ditto_demo.live.LiveSession`: the pipeline in a background thread, the bounded audio
-queue, the live figures) lives in the package and knows nothing about Gradio; the service opens one per viewer
-(:meth:`DemoService.open_live_session`). This module is the seam between a wire format and that session, so that
-a WebRTC or WebSocket transport (e.g. fastrtc once it supports Gradio 6) can be added without touching the Live
-tab or the pipeline:
+There are two ways, both on the app's own port:
 
-* :class:`LiveTransport` owns the session lifecycle (open, close) and says nothing about formats.
-* :class:`GradioStreamTransport` is the Gradio implementation used by the Live tab (microphone chunks from
-  ``gr.Audio(streaming=True).stream``, frames to a streaming ``gr.Image``). It lives in the viewer's ``gr.State``,
-  so every browser session has its own, and nothing is global.
+* **The live player** (the main path, docs/live_protocol.md). ``static/live.js`` runs in the page: it asks the
+  ``live_start`` event for a ticket, opens one WebSocket per session, sends the microphone in 20 ms packets and plays
+  the avatar's frames and voice on one clock. :func:`live_head` is what ``launch(head=...)`` puts in the page for it
+  (the script and its style sheet, inline, so nothing has to be served from a folder); the server side is
+  :mod:`ditto_demo.live.server`, reached through the service.
+* **The Gradio-only fallback** (:class:`GradioStreamTransport`): microphone chunks from
+  ``gr.Audio(streaming=True).stream`` and frames to a streaming ``gr.Image``, over Gradio's own HTTP events. It
+  needs no WebSocket, so it still works behind a proxy that blocks them (the player offers it when its socket
+  cannot open), at the price of 250 ms chunks, silent frames and a second or two of delay.
+
+:class:`LiveTransport` is the seam between a wire format and a :class:`LiveSession` that the fallback implements.
 """
 
 from __future__ import annotations
@@ -29,7 +32,24 @@ from ditto_demo.errors import DittoError
 from ditto_demo.pipeline.controls import Controls
 from ditto_demo.ui.service import DemoService, LiveSession, LiveStats
 
-__all__ = ["GradioStreamTransport", "LiveTransport", "format_stats"]
+__all__ = ["PLAYER_CSS", "PLAYER_JS", "GradioStreamTransport", "LiveTransport", "format_stats", "live_head"]
+
+_STATIC = Path(__file__).resolve().parent / "static"
+#: The live player's script and style sheet.
+PLAYER_JS = _STATIC / "live.js"
+PLAYER_CSS = _STATIC / "live.css"
+
+
+def live_head() -> str:
+    """The ``<head>`` HTML of the live player: its style sheet and script, inline.
+
+    Loaded in the head (not in the Live tab's HTML), so ``window.dittoLive`` exists as soon as the page does, even
+    before the Live tab has been opened: Gradio only builds a tab's widgets when it is first shown.
+    """
+    script = PLAYER_JS.read_text(encoding="utf-8")
+    if "</script" in script.lower():
+        raise ValueError(f"{PLAYER_JS.name} must not contain a closing script tag")
+    return f"<style>\n{PLAYER_CSS.read_text(encoding='utf-8')}</style>\n<script>\n{script}</script>\n"
 
 
 # ------------------------------------------------------------------------------------------------ transports
