@@ -56,9 +56,16 @@ def _bench(args: argparse.Namespace) -> int:
         streams=args.streams,
         compile=args.compile,
     )
-    results = run_bench(options)
+    if args.workers is not None:  # worker scaling (issue 13): 1 worker against N, videos per minute
+        from ditto_demo.bench.parts.workers import bench_workers, format_workers_table
+
+        results = bench_workers(options, args.workers)
+        table = format_workers_table
+    else:
+        results = run_bench(options)
+        table = format_table
     if not args.json:
-        print(format_table(results))
+        print(table(results))
     print(json.dumps(results, sort_keys=True))
     return 0
 
@@ -232,6 +239,9 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="overrides DITTO_TORCH_COMPILE for this run; with 'default' the networks part is the compile lever")
     bench.add_argument("--streams", type=int, default=2,
                        help="concurrent paced live streams in the 'streams' part (default 2; the GPU target is 8)")
+    bench.add_argument("--workers", type=int,
+                       help="instead: throughput of 1 and N local worker processes (videos per minute, paced "
+                            "streams kept up; --runs videos per worker)")
     bench.add_argument("--json", action="store_true", help="print only the JSON line, no table")
     bench.set_defaults(func=_bench)
 
