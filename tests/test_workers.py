@@ -357,3 +357,21 @@ def test_app_spreads_8_users_x_3_requests_over_both_workers(tiny_root: Path, spe
     while _worker_processes(tmp_path / "outputs") and time.monotonic() < deadline:
         time.sleep(0.5)
     assert _worker_processes(tmp_path / "outputs") == []  # the workers went with the app
+
+
+def test_bench_measures_one_worker_against_two(tiny_root: Path) -> None:
+    from ditto_demo.bench import BenchOptions
+    from ditto_demo.bench.parts.workers import bench_workers, format_workers_table
+
+    options = BenchOptions(backend="torch", device="cpu", runs=1, warmup=0, audio_seconds=1.0, steps=2,
+                           checkpoints=tiny_root, paced=False)
+    results = bench_workers(options, 2)
+    assert [row["workers"] for row in results["scaling"]] == [1, 2]
+    assert [row["videos"] for row in results["scaling"]] == [1, 2]  # --runs videos per worker
+    assert all(row["videos_per_minute"] > 0 and row["devices"] == ["cpu"] * row["workers"]
+               for row in results["scaling"])
+    assert results["speedup"] == pytest.approx(
+        results["scaling"][1]["videos_per_minute"] / results["scaling"][0]["videos_per_minute"])
+    assert "speedup" in format_workers_table(results)
+    with pytest.raises(DittoError, match="--workers"):
+        bench_workers(options, 0)
