@@ -206,6 +206,7 @@ def _add_tts_model_flag(parser: argparse.ArgumentParser) -> None:
 
 def _build_parser() -> argparse.ArgumentParser:
     from ditto_demo.bench import PARTS
+    from ditto_demo.bench.options import ALL_PARTS
     from ditto_demo.cli_controls import add_control_flags
     from ditto_demo.engine import BACKENDS, CORE_NETWORKS, DEVICES
     from ditto_demo.engine.backends.torch_backend import COMPILE_MODES
@@ -232,8 +233,10 @@ def _build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--portrait", help="portrait image (default: assets/portrait_illustration.png)")
     bench.add_argument("--no-paced", dest="paced", action="store_false",
                        help="skip the real-time paced stream (it takes the audio's length in wall time per run)")
-    bench.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
-                       help="what to run (default: all; e.g. --parts networks overhead at full size on a CPU)")
+    bench.add_argument("--parts", nargs="+", choices=ALL_PARTS, default=list(PARTS),
+                       help="what to run (default: all but live-browser; e.g. --parts networks overhead at full "
+                            "size on a CPU; --parts live-browser: the Live tab in headless Chromium, each session "
+                            "--audio-seconds long)")
     bench.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own setting)")
     bench.add_argument("--compile", choices=COMPILE_MODES,
                        help="overrides DITTO_TORCH_COMPILE for this run; with 'default' the networks part is the compile lever")

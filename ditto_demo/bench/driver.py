@@ -14,7 +14,7 @@ import torch
 
 from ditto_demo.bench.context import BenchContext
 from ditto_demo.bench.measure import MemoryProbe, load_average, machine_facts, process_peak_mb
-from ditto_demo.bench.options import PIPELINE_PARTS, SPEECH_ASSET, BenchOptions
+from ditto_demo.bench.options import PARTS, PIPELINE_PARTS, SPEECH_ASSET, BenchOptions
 from ditto_demo.bench.parts.networks import NETWORKS, bench_networks
 from ditto_demo.bench.parts.overhead import bench_overhead
 from ditto_demo.bench.parts.runs import run_pipeline_parts
@@ -93,11 +93,13 @@ def _measure(options: BenchOptions, settings: RunSettings) -> dict[str, Any]:
         phase = time.perf_counter()
         pipeline = Pipeline(root, backend=options.backend, device=options.device,
                             compile_mode=settings.compile_mode, encoder=settings.encoder)
-        for name in NETWORKS:
-            pipeline.networks[name]  # load everything now: loading is setup, not the first run's time
-        setup["load_s"] = time.perf_counter() - phase
+        in_process = any(options.runs_part(p) for p in PARTS)  # live-browser alone runs the app in its own process
+        if in_process:
+            for name in NETWORKS:
+                pipeline.networks[name]  # load everything now: loading is setup, not the first run's time
+            setup["load_s"] = time.perf_counter() - phase
         loaded = pipeline.networks.loaded()
-        device = next(iter(loaded.values())).split("/", 1)[1] if loaded else "cpu"
+        device = next(iter(loaded.values())).split("/", 1)[1] if loaded else _device_of(options.device)
         results: dict[str, Any] = {
             "schema": _SCHEMA,
             "machine": machine_facts(device),
@@ -127,8 +129,19 @@ def _measure(options: BenchOptions, settings: RunSettings) -> dict[str, Any]:
         results["overhead"] = (
             bench_overhead(ctx, results["offline"], networks) if options.runs_part("overhead") else None
         )
+        if options.runs_part("live-browser"):
+            from ditto_demo.bench.parts.live_browser import bench_live_browser
+
+            results["live_browser"] = bench_live_browser(ctx)
         results["memory"] = {**ctx.peaks, "process_peak_rss_mb": process_peak_mb()}
         results["setup"] = setup
     results["machine"]["load_average_end"] = load_average()
     results["bench_seconds"] = time.perf_counter() - began
     return results
+
+
+def _device_of(device: str) -> str:
+    """The device a run on ``device`` uses, when no network was loaded in this process to say so."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device

@@ -14,7 +14,8 @@ from typing import Literal
 from ditto_demo.engine.backends.torch_backend import COMPILE_MODES
 from ditto_demo.errors import InputError
 
-__all__ = ["DEFAULT_PORTRAIT", "PARTS", "PIPELINE_PARTS", "REAL_TIME_PARTS", "SPEECH_ASSET", "BenchOptions"]
+__all__ = ["ALL_PARTS", "DEFAULT_PORTRAIT", "OPT_IN_PARTS", "PARTS", "PIPELINE_PARTS", "REAL_TIME_PARTS",
+           "SPEECH_ASSET", "BenchOptions"]
 
 _ASSETS = Path(__file__).resolve().parents[2] / "assets"
 DEFAULT_PORTRAIT = _ASSETS / "portrait_illustration.png"
@@ -24,6 +25,10 @@ SPEECH_ASSET = _ASSETS / "speech_en.wav"
 #: What a benchmark can run; ``parts`` selects a subset (a full-size run on a CPU may time the networks only).
 PARTS: tuple[str, ...] = ("offline", "online", "paced", "paced_reference", "streams", "smoothness", "networks",
                           "overhead")
+#: Parts run only when named: ``live-browser`` starts the app and drives headless Chromium (Playwright).
+OPT_IN_PARTS: tuple[str, ...] = ("live-browser",)
+#: Every part ``--parts`` accepts.
+ALL_PARTS: tuple[str, ...] = PARTS + OPT_IN_PARTS
 #: Parts that feed audio on a real-time clock (``--no-paced`` skips them).
 REAL_TIME_PARTS = ("paced", "paced_reference", "streams")
 #: Parts that run the whole pipeline, interleaved round by round.
@@ -79,10 +84,10 @@ class BenchOptions:
             raise InputError(f"--streams must be between 1 and 64, not {self.streams}.")
         if not 10 <= self.chunk_ms <= 1000:
             raise InputError(f"The chunk size must be between 10 and 1000 ms, not {self.chunk_ms}.")
-        unknown = sorted(set(self.parts) - set(PARTS))
+        unknown = sorted(set(self.parts) - set(ALL_PARTS))
         if unknown or not self.parts:
             got = ", ".join(self.parts) or "none"
-            raise InputError(f"Benchmark parts must be among {', '.join(PARTS)}; got {got}.")
+            raise InputError(f"Benchmark parts must be among {', '.join(ALL_PARTS)}; got {got}.")
 
     @property
     def seconds(self) -> float:

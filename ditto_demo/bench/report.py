@@ -12,7 +12,22 @@ from typing import Any
 
 from ditto_demo.bench.options import BenchOptions
 
-__all__ = ["format_table", "options_json"]
+__all__ = ["format_live_browser", "format_table", "options_json"]
+
+#: The live-browser figures in the table: (key, label, unit, digits).
+_LIVE_ROWS = (
+    ("onset_to_motion_ms", "speech onset → motion on screen", "ms", 0),
+    ("frame_delay_ms", "capture → display (picture behind real time)", "ms", 0),
+    ("fps", "frames shown per second", "fps", 1),
+    ("fps_min", "  lowest one-second count", "fps", 1),
+    ("av_offset_ms", "audio/video offset at the player", "ms", 1),
+    ("speak_to_sound_ms", "asked to speak → first sound heard", "ms", 0),
+    ("dropped_audio_ms", "audio dropped to keep up", "ms", 0),
+    ("late_frames", "frames skipped at the player", "", 0),
+    ("frames", "frames shown", "", 0),
+    ("server_fps", "frames sent per second by the server", "fps", 1),
+    ("first_frame_s", "Start → first frame shown", "s", 2),
+)
 
 
 def options_json(options: BenchOptions) -> dict[str, Any]:
@@ -129,6 +144,9 @@ def format_table(results: Mapping[str, Any]) -> str:
                 lines.append(_stat_row(f"  {name} before", lever["before_ms"], f"ms  ({lever['before']})", 2))
                 lines.append(_stat_row(f"  {name} after", lever["after_ms"], f"ms  ({lever['after']})", 2))
                 lines.append(f"  {name + ' speed-up':<42} {lever['speedup']:>10.2f}x")
+    live = results.get("live_browser")
+    if live:
+        lines += ["", *format_live_browser(live)]
     memory = results.get("memory") or {}
     lines += ["", "peak memory"]
     for part, peak in memory.items():
@@ -140,3 +158,21 @@ def format_table(results: Mapping[str, Any]) -> str:
     setup = results.get("setup") or {}
     lines.append("setup: " + ", ".join(f"{k} {v:.2f}" for k, v in setup.items()))
     return "\n".join(lines)
+
+
+def format_live_browser(live: Mapping[str, Any]) -> list[str]:
+    """The live-browser part's lines: each mode's figures (medians, p05, p95), then the issue's targets."""
+    lines = [f"live tab in Chromium ({live['runs']} runs, {live['window_s']:.0f} s measured per session)",
+             f"{'':<44} {'median':>10} {'p05':>10} {'p95':>10}"]
+    for mode, transports in live["modes"].items():
+        for transport, figures in transports.items():
+            lines.append(f"{mode} over {transport}")
+            for key, label, unit, digits in _LIVE_ROWS:
+                if key in figures:
+                    lines.append(_stat_row(f"  {label}", figures[key], unit, digits))
+    lines.append("targets")
+    for row in live["targets"]:
+        verdict = {True: "met", False: "NOT met", None: "not measured"}[row["met"]]
+        value = "-" if row["median"] is None else f"{row['median']:.1f}"
+        lines.append(f"  {row['figure'] + ' (' + row['mode'] + ')':<42} {value:>10}  {row['rule']:<16} {verdict}")
+    return lines
