@@ -375,3 +375,47 @@ def test_bench_measures_one_worker_against_two(tiny_root: Path) -> None:
     assert "speedup" in format_workers_table(results)
     with pytest.raises(DittoError, match="--workers"):
         bench_workers(options, 0)
+
+
+def test_the_service_runs_on_the_pool(pool: LocalPool, speech: Path, tmp_path: Path) -> None:
+    """DemoService with a pool: previews, videos and compares on the workers, reports naming them, the System
+    report listing them, the queue sized to them."""
+    from ditto_demo.ui.service import AppSettings, DemoService
+
+    service = DemoService(AppSettings(output_dir=tmp_path / "out", concurrency=1), pool=pool)
+    assert service.ready
+    assert service.banner() is None
+    assert service.settings.concurrency == 2  # one request per worker
+    image = service.preview(PORTRAIT, Controls())
+    assert image.ndim == 3
+    assert image.dtype == np.uint8
+    outcome = service.generate(PORTRAIT, speech, Controls(steps=2, seed=7))
+    assert_video(outcome.video)
+    assert outcome.report["seed"] == 7
+    assert outcome.report["worker"]["index"] in (0, 1)
+    assert outcome.report["worker"]["device"] == "cpu"
+    compared = service.compare(PORTRAIT, speech, Controls(steps=2, seed=1), Controls(steps=2, seed=2))
+    assert_video(compared.video)
+    assert compared.video.parent.parent == tmp_path / "out"
+    assert "worker" in compared.report
+    assert service.control_defaults()  # read by a worker from its checkpoints
+    report = service.engine_report()
+    assert "workers" in report
+    assert "#1" in report
+    frames = list(service.stream(PORTRAIT, paced_chunks(4, pause=0.0), Controls(steps=2)))
+    assert frames
+    assert frames[0].image.ndim == 3
+    assert [info.state for info in pool.workers()] == ["ready", "ready"]
+
+
+def test_a_result_of_the_apps_own_pipeline_names_this_process_as_worker_0() -> None:
+    import socket
+
+    from ditto_demo.pipeline.pipeline import Result
+    from ditto_demo.workers import worker_of
+
+    result = Result(video=Path("x.mp4"), seed=1, frames=1, fps=25, audio_seconds=0.04, timings={}, per_frame_ms={},
+                    first_frame_latency=0.1, total_seconds=0.1, faces_found=1,
+                    backends={"warp_network": "torch/cpu", "hubert": "onnx/cpu"})
+    assert worker_of(result).as_dict() == {"host": socket.gethostname(), "device": "cpu", "index": 0,
+                                           "id": f"{socket.gethostname()}/cpu/#0"}
