@@ -465,6 +465,9 @@
         this.player.render();
       } else if (message.state === "speaking") {
         stats.speaking = true;
+        if (this.muteBefore === Infinity && typeof message.media_time === "number") {
+          this.muteBefore = message.media_time; // a new utterance after an interrupt: its audio plays
+        }
         this.player.render();
       } else if (message.state === "idle") {
         stats.speaking = false;
@@ -800,7 +803,9 @@
   Session.prototype.interrupt = function () {
     this.interruptAt = performance.now();
     this.speakRequests = [];
-    this.muteBefore = Infinity; // until the server says where the utterance ended
+    if (this.stats.speaking) {
+      this.muteBefore = Infinity; // until the server says where the utterance ended (or the next one begins)
+    }
     this.silence();
     this.send({ type: "interrupt" });
   };
