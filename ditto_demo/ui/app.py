@@ -161,3 +161,11 @@ def launch_kwargs(settings: AppSettings) -> dict[str, Any]:
         "head": live_head(),  # the Live tab's player (window.dittoLive), present before the tab is opened
         "footer_links": ["api", "gradio", "settings"],
     }
+
+
+# ------------------------------------------------- the Generate/Compare pages' styles (helper G1, issue 11)
+# The sticky Generate bar and the status lines belong with those tabs (ditto_demo/ui/common.py); launch_kwargs reads
+# CSS when it is called, so the pages' rules join the app's here.
+from ditto_demo.ui.common import PAGE_CSS  # noqa: E402 - kept next to the one line that uses it
+
+CSS += PAGE_CSS

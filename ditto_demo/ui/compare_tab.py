@@ -11,6 +11,12 @@ API (``gradio_client``):
 
 Seeds: the point of a comparison is that only the settings differ, so one seed serves both sides. A side without a
 seed takes the other's; with neither, one random seed is drawn for both (and shown in the report).
+
+On the page, refusals never raise into Gradio's error path (which badges every output with a wordless "Error"): a
+portrait is checked on upload (a file that is not an image or video is refused with a sentence and removed), and a
+fast check before each run writes its sentence into the status line under the buttons within a second. The page's
+runs are private events that report refusals there too; the API endpoints above are bound to hidden triggers and
+raise, so API clients get an ``AppError`` with the same sentence.
 """
 
 from __future__ import annotations
@@ -26,7 +32,16 @@ import gradio as gr
 
 from ditto_demo.errors import DittoError, InputError
 from ditto_demo.pipeline.controls import EMOTIONS, FRAMINGS, Controls
-from ditto_demo.ui.common import PathRedactor, progress_adapter, public_errors
+from ditto_demo.ui.common import (
+    PathRedactor,
+    checked,
+    file_path,
+    progress_adapter,
+    public_errors,
+    refusal,
+    scroll_js,
+    status_line,
+)
 from ditto_demo.ui.service import DemoService, Outcome
 from ditto_demo.ui.widgets import ControlPanel
 from ditto_demo.ui.zerogpu import gpu_seconds, on_gpu
@@ -91,7 +106,7 @@ def gpu_duration(service: DemoService, renders: int) -> Callable[..., int]:
     """ZeroGPU seconds to ask for: the speech's length times the number of renders (the handler's ``audio``)."""
 
     def duration(*args: Any, **kwargs: Any) -> int:
-        audio = kwargs.get("audio", args[1] if len(args) > 1 else None)
+        audio = file_path(kwargs.get("audio", args[1] if len(args) > 1 else None))  # the page's runs: unprocessed
         try:
             seconds = service.audio_seconds(audio) if audio else 0.0
         except DittoError:  # refused within a second by the handler itself
@@ -99,6 +114,14 @@ def gpu_duration(service: DemoService, renders: int) -> Callable[..., int]:
         return gpu_seconds(renders * seconds)
 
     return duration
+
+
+def grid_refusal(seconds: float) -> str | None:
+    """Why speech of ``seconds`` is too long for the emotion grid, or ``None``."""
+    if seconds <= GRID_MAX_SECONDS:
+        return None
+    return (f"The emotion grid renders the speech eight times, so it takes at most {GRID_MAX_SECONDS:g} s of speech; "
+            f"this clip is {seconds:.1f} s. Trim it, or compare two emotions with A and B instead.")
 
 
 class CompareActions:
@@ -123,11 +146,9 @@ class CompareActions:
         controls = parse_settings(settings, "Settings")
         source_path = self.service.check_file(source, "a portrait")
         audio_path = self.service.check_file(audio, "the speech")
-        seconds = self.service.audio_seconds(audio_path)
-        if seconds > GRID_MAX_SECONDS:
-            raise InputError(f"The emotion grid renders the speech eight times, so it takes at most "
-                             f"{GRID_MAX_SECONDS:g} s of speech; this clip is {seconds:.1f} s. Trim it, or compare "
-                             f"two emotions with A and B instead.")
+        refused = grid_refusal(self.service.audio_seconds(audio_path))
+        if refused:
+            raise InputError(refused)
         outcome: Outcome = self.service.emotion_grid(source_path, audio_path, controls, progress=progress)
         return str(outcome.video), {**outcome.report, "tiles": list(EMOTIONS), "columns": 4}
 
@@ -136,12 +157,15 @@ def build_compare_tab(service: DemoService) -> None:
     """Build the tab's content inside the caller's ``gr.Tab``."""
     actions = CompareActions(service)
     defaults = service.control_defaults()
+    redact = PathRedactor.for_service(service)
+    private: dict[str, Any] = {"api_visibility": "private"}
     gr.Markdown(_INTRO)
     with gr.Row(equal_height=True):
         portrait_box = gr.Image(type="filepath", label="Portrait", sources=["upload", "clipboard"], height=300,
                                 elem_id="compare-portrait")
         speech_box = gr.Audio(type="filepath", label="Speech", sources=["upload", "microphone"],
                               elem_id="compare-speech")
+    input_note = gr.Markdown("", elem_id="compare-input-note", elem_classes=["ditto-status"])
     framing = gr.Radio(choices=list(FRAMINGS), value="full", label="Output framing (both sides)",
                        info="full: pasted back into the portrait; crop: the 512×512 face crop (smaller video); "
                             "side_by_side: portrait and result next to each other.")
@@ -156,6 +180,7 @@ def build_compare_tab(service: DemoService) -> None:
         compare_button = gr.Button("▶ Compare A | B", variant="primary", scale=2, elem_id="compare-button")
         grid_button = gr.Button("Emotion grid (settings A, 8 renders)", variant="secondary", scale=1,
                                 elem_id="compare-grid-button")
+    status = gr.Markdown("", elem_id="compare-status", elem_classes=["ditto-status"])
     gr.Markdown("**Result:** A on the left, B on the right (the emotion grid: row by row, angry to contempt).")
     video = gr.Video(label="Result", show_label=False, format="mp4", autoplay=True, height=520,
                      elem_id="compare-video")
@@ -164,9 +189,10 @@ def build_compare_tab(service: DemoService) -> None:
         with gr.Row():
             json_a = gr.Code(language="json", label="Settings A (JSON, as sent to /compare)", interactive=False)
             json_b = gr.Code(language="json", label="Settings B (JSON, as sent to /compare)", interactive=False)
+    compare_api = gr.Button(visible=False)  # the /compare endpoint's own (never shown) trigger
+    grid_api = gr.Button(visible=False)  # and /emotion_grid's
 
     count_a = len(panel_a.components)
-    redact = PathRedactor.for_service(service)
 
     def collect(shared_framing: str, *values: Any) -> tuple[str, str]:
         """Read both panels (validating them) into the JSON the pipeline events take, with the shared seed."""
@@ -174,6 +200,35 @@ def build_compare_tab(service: DemoService) -> None:
         b = panel_b.to_controls(*values[count_a:]).with_changes(framing=shared_framing or "full")
         a, b = shared_seed(a, b)
         return _as_json(a), _as_json(b)
+
+    def check_compare(source: Any, audio: Any, shared_framing: str, *values: Any) -> str | None:
+        """What can be refused before a comparison, within a fraction of a second: the sentence, or ``None``."""
+        service.require()
+        if not file_path(source):
+            return "Add a portrait first: upload a photo or illustration above."
+        speech = file_path(audio)
+        if not speech:
+            return "Add the speech first: upload or record it above."
+        service.describe_audio(speech)  # unreadable, or past the limit
+        collect(shared_framing, *values)  # a setting the pipeline would refuse
+        return None
+
+    def check_grid(source: Any, audio: Any, shared_framing: str, *values: Any) -> str | None:
+        refused = check_compare(source, audio, shared_framing, *values)
+        if refused:
+            return refused
+        return grid_refusal(service.audio_seconds(str(file_path(audio))))
+
+    def portrait_changed(value: Any) -> tuple[Any, str]:
+        """A portrait is checked on upload: one that is not an image or video we can read is refused and removed."""
+        path = file_path(value)
+        if not path:
+            return gr.skip(), gr.skip()
+        try:
+            service.check_portrait(path)
+        except DittoError as exc:
+            return None, status_line(refusal(exc, redact, "check_portrait"))
+        return gr.skip(), ""
 
     def compare(source: str | None, audio: str | None, settings_a: str, settings_b: str,
                 progress: gr.Progress = gr.Progress()) -> tuple[str, dict[str, Any]]:  # noqa: B008 - Gradio's idiom
@@ -185,17 +240,57 @@ def build_compare_tab(service: DemoService) -> None:
         """Render the portrait speaking with each of the eight emotions, tiled 4×2."""
         return actions.emotion_grid(source, audio, settings, progress_adapter(progress))
 
+    def compare_in_page(source: Any, audio: Any, settings_a: str, settings_b: str,
+                        progress: gr.Progress = gr.Progress()) -> tuple[Any, Any, str]:  # noqa: B008
+        """The page's comparison: a refusal goes to the status line, the outputs stay as they were."""
+        try:
+            video_path, data = actions.compare(file_path(source), file_path(audio), settings_a, settings_b,
+                                               progress_adapter(progress))
+        except Exception as exc:  # every failure becomes the sentence shown (refusal logs the surprising ones)
+            return gr.skip(), gr.skip(), status_line(refusal(exc, redact, "compare"))
+        return video_path, data, ""
+
+    def grid_in_page(source: Any, audio: Any, settings: str,
+                     progress: gr.Progress = gr.Progress()) -> tuple[Any, Any, str]:  # noqa: B008
+        """The page's emotion grid: a refusal goes to the status line, the outputs stay as they were."""
+        try:
+            video_path, data = actions.emotion_grid(file_path(source), file_path(audio), settings,
+                                                    progress_adapter(progress))
+        except Exception as exc:  # every failure becomes the sentence shown (refusal logs the surprising ones)
+            return gr.skip(), gr.skip(), status_line(refusal(exc, redact, "emotion_grid"))
+        return video_path, data, ""
+
     collect = public_errors(collect, redact)  # error sentences without the server's folders
     compare = public_errors(compare, redact)
     emotion_grid = public_errors(emotion_grid, redact)
     pipeline_queue: dict[str, Any] = {"concurrency_limit": service.settings.concurrency, "concurrency_id": "pipeline"}
-    helper: dict[str, Any] = {"api_visibility": "private", "concurrency_limit": None, "show_progress": "hidden"}
+    helper: dict[str, Any] = {"concurrency_limit": None, "show_progress": "hidden", **private}
     panels = [framing, *panel_a.components, *panel_b.components]
-    compare_button.click(collect, inputs=panels, outputs=[json_a, json_b], **helper).success(
+
+    portrait_box.change(portrait_changed, inputs=portrait_box, outputs=[portrait_box, input_note], queue=False,
+                        preprocess=False, show_progress="hidden", api_name="compare_check_portrait", **private)
+    portrait_box.clear(lambda: "", outputs=input_note, queue=False, api_name="compare_forget_note", **private)
+    page_run: dict[str, Any] = {"preprocess": False, "show_progress_on": [video], **pipeline_queue, **private}
+    pages = (
+        (compare_button, check_compare, compare_in_page, "compare", [json_a, json_b], 2),
+        (grid_button, check_grid, grid_in_page, "emotion_grid", [json_a], len(EMOTIONS)),
+    )
+    for button, check, run, name, settings_json, renders in pages:
+        accepted = checked(button.click, check, [portrait_box, speech_box, *panels], [status], redact,
+                           name=f"check_{name}")
+        accepted.success(None, js=scroll_js("compare-video"))
+        prepared = accepted.success(collect, inputs=panels, outputs=[json_a, json_b], api_name=f"collect_{name}",
+                                    **helper)
+        prepared.success(on_gpu(run, gpu_duration(service, renders)), inputs=[portrait_box, speech_box, *settings_json],
+                         outputs=[video, report, status], api_name=f"{name}_in_page", **page_run)
+    video.change(None, js=scroll_js("compare-video", wait_for_video=True))
+
+    # The API: the same runs, raising their refusals (AppError for clients); bound to triggers the page never shows.
+    compare_api.click(
         on_gpu(compare, gpu_duration(service, 2)), inputs=[portrait_box, speech_box, json_a, json_b],
         outputs=[video, report], api_name="compare", **pipeline_queue,
     )
-    grid_button.click(collect, inputs=panels, outputs=[json_a, json_b], **helper).success(
+    grid_api.click(
         on_gpu(emotion_grid, gpu_duration(service, len(EMOTIONS))), inputs=[portrait_box, speech_box, json_a],
         outputs=[video, report], api_name="emotion_grid", **pipeline_queue,
     )

@@ -548,3 +548,15 @@ class DemoService:
         """Stop the workers, if any (the app's pipeline needs nothing)."""
         if self.pool is not None:
             self.pool.close()
+
+    # ------------------------------------------------------------------ upload checks (helper G1, issue 11)
+
+    def check_portrait(self, path: str | Path) -> None:
+        """Refuse, with an ``InputError`` sentence, a portrait that is not an image or video we can read or that is
+        past this server's limits; nothing is registered. The pages call it as soon as a file is uploaded, so a
+        text file renamed ``.jpg`` is refused on upload rather than at Generate."""
+        from ditto_demo.pipeline.media import load_media
+
+        limits = self.settings.limits()
+        load_media(Path(path), max_pixels=limits.max_pixels, max_frames=limits.max_source_frames,
+                   max_seconds=limits.max_source_seconds)

@@ -42,10 +42,20 @@ GROUP_TITLES = {
 QUALITY_PRESETS = {"Fast (10 steps)": 10, "Balanced (25 steps)": 25, "Best (50 steps)": 50}
 _DEFAULT_EMOTION = "Checkpoint default (follows the voice)"
 _TRISTATE = {"auto": None, "on": True, "off": False}
+#: Tips for the controls typed as text: they show the text the box reads (the controls' own help shows the JSON
+#: that settings files and the API use).
+_TEXT_TIPS = {
+    "emotion": "An emotion, or a mix such as happy:0.7, surprise:0.3. The model also infers emotion from the voice, "
+               "so the effect is subtle. The checkpoint default follows the voice.",
+    "emotion_timeline": "Emotion changes at given seconds, such as 0:neutral, 2.5:happy. Overrides Emotion from "
+                        "the first entry on.",
+    "pose_keyframes": "Extra head offsets at given seconds, as seconds:pitch:yaw:roll separated by semicolons, such "
+                      "as 0:0:0:0; 2:5:-10:0; interpolated between keyframes and held after the last.",
+}
 
 
-def _describe(info: ControlInfo) -> str:
-    return info.help
+def _describe(name: str, info: ControlInfo) -> str:
+    return _TEXT_TIPS.get(name, info.help)
 
 
 class ControlPanel:
@@ -57,7 +67,10 @@ class ControlPanel:
         *,
         open_groups: tuple[str, ...] = ("emotion", "pose"),
         exclude: tuple[str, ...] = (),
+        hidden: tuple[str, ...] = (),
     ) -> None:
+        """``exclude``: controls without a widget; ``hidden``: widgets created hidden (the page shows them when
+        they matter, like the seed box while random seeds are off)."""
         self.checkpoint_defaults = dict(checkpoint_defaults)
         self.names: list[str] = []
         self.components: list[gr.Component] = []
@@ -71,16 +84,17 @@ class ControlPanel:
                 for name in names:
                     info, default = infos[name]
                     self.names.append(name)
-                    self.components.append(self._widget(name, info, default))
+                    self.components.append(self._widget(name, info, default, visible=name not in hidden))
 
     # ------------------------------------------------------------------------------------------- widgets
 
     def _initial(self, name: str, default: Any) -> Any:
         return self.checkpoint_defaults.get(name, default) if default is None else default
 
-    def _widget(self, name: str, info: ControlInfo, default: Any) -> gr.Component:
+    def _widget(self, name: str, info: ControlInfo, default: Any, *, visible: bool = True) -> gr.Component:
         value = self._display(name, self._initial(name, default))
-        common: dict[str, Any] = {"label": info.label, "info": _describe(info), "value": value}
+        common: dict[str, Any] = {"label": info.label, "info": _describe(name, info), "value": value,
+                                  "visible": visible}
         if name == "steps":
             choices = dict(QUALITY_PRESETS)
             checkpoint = self.checkpoint_defaults.get("steps")
