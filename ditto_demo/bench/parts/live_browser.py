@@ -17,6 +17,7 @@ shown and skipped, audio dropped to keep up, and the delay from asking for speec
 ``--runs`` (after ``--warmup``) per mode and transport, and the issue's targets with the measured value. The only
 transport measured is the WebSocket player; the Gradio-only fallback has no page figures to read.
 
+``--threads N`` sets the app's torch threads (``OMP_NUM_THREADS``); the bench process itself renders nothing here.
 Needs Playwright and Chromium (both in the test requirements); the part says so in a sentence when they are missing.
 """
 
@@ -144,6 +145,8 @@ def _launched_app(ctx: BenchContext) -> Iterator[str]:
         "GRADIO_TEMP_DIR": str(work / "gradio"),
     }
     env.pop("DITTO_WORKERS", None)  # one process: the figures are the live path's, not a worker pool's
+    if ctx.options.threads is not None:  # --threads: the app's torch threads (read by torch at start-up)
+        env["OMP_NUM_THREADS"] = str(ctx.options.threads)
     log_path = work / "app.log"
     with log_path.open("w") as app_log:
         process = subprocess.Popen([sys.executable, "-c", _APP], env=env, stdout=app_log, stderr=subprocess.STDOUT)

@@ -26,7 +26,10 @@
   var MARGIN_S = { microphone: 0.06, file: 0.08, text: 0.08 }; // the jitter buffer on top of measured lateness
   var RECENT_S = 3.0; // lateness samples kept for the playout delay
   var START_TIMEOUT_MS = 600000; // a queued start may wait this long for its turn
-  var AUDIO_WAIT_FRAMES = 3; // avatar audio waits for this many frames, so the delay is known before it plays
+  // Avatar audio waits until this many frames, spread over this much time, have shown how late frames come: the
+  // delay cannot grow under the voice once it plays, so it is measured over at least two motion clips first.
+  var AUDIO_WAIT_FRAMES = 5;
+  var AUDIO_WAIT_S = 0.4;
   var MODES = { microphone: "microphone", mic: "microphone", file: "file", "speech file": "file", text: "text" };
   var LIVE_CONTROLS = ["emotion", "gaze_lock", "pitch_offset", "yaw_offset", "roll_offset", "pitch_amplitude",
     "yaw_amplitude", "roll_amplitude", "expression_amplitude", "lip_amplitude"];
@@ -295,6 +298,8 @@
     this.offsets = [];
     this.shown = null;
     this.framesSeen = 0;
+    this.firstFrameAt = null;
+    this.ready = false;
     this.sources = []; // scheduled avatar audio: {node, start, end, media}
     this.waitingAudio = []; // avatar audio that came before the delay was known
     this.muteBefore = -Infinity; // audio before this media time belongs to an interrupted utterance
@@ -453,12 +458,6 @@
         if (this.mic) {
           this.mic.active = true;
         }
-        if (this.text) {
-          this.speakRequests.push(this.livePerf); // start({mode: "text", text}) is spoken as soon as it is live
-        }
-        if (this.mode === "file") {
-          this.playFile();
-        }
         var self = this;
         this.pinger = setInterval(function () { self.send({ type: "ping", client_time_ms: performance.now() }); },
           2000);
@@ -530,6 +529,9 @@
         self.lateness.shift();
       }
       self.framesSeen += 1;
+      if (self.firstFrameAt === null) {
+        self.firstFrameAt = now;
+      }
       var margin = MARGIN_S[self.mode] || 0.08;
       if (self.delay === null) {
         self.delay = late + margin;
@@ -543,7 +545,11 @@
         at -= 1;
       }
       frames.splice(at, 0, frame);
-      if (self.framesSeen >= AUDIO_WAIT_FRAMES && self.waitingAudio.length) {
+      if (!self.ready && self.delayKnown(now)) {
+        self.ready = true;
+        self.whenReady();
+      }
+      if (self.delayKnown(now) && self.waitingAudio.length) {
         var waiting = self.waitingAudio;
         self.waitingAudio = [];
         waiting.forEach(function (item) { self.schedule(item[0], item[1]); });
@@ -551,6 +557,24 @@
     }).catch(function () {
       self.stats.late_frames += 1; // an undecodable frame counts as one not shown
     });
+  };
+
+  /**
+   * The delay is known: now the file or the start's text can be asked for. Asking earlier would only make the
+   * first words wait for the delay, or be cut if they came due before it was known.
+   */
+  Session.prototype.whenReady = function () {
+    if (this.mode === "file") {
+      this.playFile();
+    } else if (this.text) {
+      this.speak(this.text);
+    }
+  };
+
+  /** Enough frames have come to trust the playout delay with the avatar's voice. */
+  Session.prototype.delayKnown = function (now) {
+    return this.framesSeen >= AUDIO_WAIT_FRAMES && this.firstFrameAt !== null &&
+      now - this.firstFrameAt >= AUDIO_WAIT_S;
   };
 
   /** True while avatar audio is scheduled beyond `now` (the playout delay must not move then). */
@@ -567,7 +591,7 @@
     if (media < this.muteBefore || this.closed || this.T0 === null) {
       return;
     }
-    if (this.delay === null || this.framesSeen < AUDIO_WAIT_FRAMES) {
+    if (this.delay === null || !this.delayKnown(this.clock())) {
       this.waitingAudio.push([media, samples]);
       return;
     }
@@ -905,7 +929,7 @@
   /** Hand the start request to the live_start event and wait for its ticket (or its place in the queue). */
   Player.prototype.requestTicket = async function (session) {
     await this.widgets();
-    this.request = { mode: session.mode, text: session.text || undefined, id: session.requestId };
+    this.request = { mode: session.mode, id: session.requestId }; // start's text is sent once the delay is known
     var self = this;
     var ticket = new Promise(function (resolve, reject) {
       session.resolveTicket = resolve;
