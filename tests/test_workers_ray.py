@@ -111,6 +111,11 @@ def cluster() -> Iterator[RayTestCluster]:
     with pytest.MonkeyPatch.context() as patch:
         for name, value in RAY_ENV.items():
             patch.setenv(name, value)
+        # Should Ray have been imported before the variable was set (another test module), keep it on loopback
+        # anyway: the constant is read where the node address is chosen.
+        from ray._private import ray_constants
+
+        patch.setattr(ray_constants, "ENABLE_RAY_CLUSTER", False)
         try:
             cluster.start()
             yield cluster
