@@ -239,7 +239,8 @@ def _build_parser() -> argparse.ArgumentParser:
                             "--audio-seconds long)")
     bench.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's own setting)")
     bench.add_argument("--compile", choices=COMPILE_MODES,
-                       help="overrides DITTO_TORCH_COMPILE for this run; with 'default' the networks part is the compile lever")
+                       help="overrides DITTO_TORCH_COMPILE for this run; "
+                            "with 'default' the networks part is the compile lever")
     bench.add_argument("--streams", type=int, default=2,
                        help="concurrent paced live streams in the 'streams' part (default 2; the GPU target is 8)")
     bench.add_argument("--workers", type=int,
