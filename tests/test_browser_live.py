@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -329,9 +330,13 @@ def test_fallback_microphone_shows_frames_as_you_speak(browser: Any, app: App) -
         first = page.wait_for_function(FRAME_SHOWN, timeout=120_000).json_value()
         page.wait_for_function(f"() => ({FRAME_SHOWN})() && ({FRAME_SHOWN})() !== {first!r}", timeout=60_000)
         page.wait_for_function(
-            "() => /speech onset → first frame \\d/.test(document.querySelector('#live-stats').innerText)",
+            "() => /lip motion starts \\d+\\.\\d+ s after you speak/.test("
+            "document.querySelector('#live-stats').innerText)",
             timeout=60_000,
         )
+        line = page.locator("#live-stats").inner_text()
+        assert re.search(r"\d+ fps", line)
+        assert re.search(r"picture \d+ frames behind real time", line)  # every figure has its unit
         page.locator("#live-mic").get_by_role("button", name="Stop").click()
         page.wait_for_function(
             "() => /stopped/.test(document.querySelector('#live-stats').innerText)", timeout=30_000

@@ -130,6 +130,21 @@ def _live_exclude() -> tuple[str, ...]:
     return tuple(name for name in control_info() if name not in LIVE_CONTROLS)
 
 
+def _stream_note(stats: dict[str, Any]) -> str:
+    """What the fallback's file stream is doing, in words: how fast video is made, and why playback pauses."""
+    elapsed = float(stats.get("elapsed_seconds") or 0.0)
+    made = float(stats.get("seconds_streamed") or 0.0)
+    if stats.get("finished"):
+        return f"Done: {made:.1f} s of video made in {elapsed:.1f} s."
+    if elapsed <= 0 or made <= 0:
+        return "Making the first second of video…"
+    speed = made / elapsed
+    if speed >= 1.0:
+        return f"{made:.1f} s of video made in {elapsed:.1f} s: faster than real time, so playback runs smoothly."
+    return (f"**The server is slower than real time:** it makes {speed:.2f} s of video per second, so playback "
+            f"pauses between the one-second pieces while it catches up ({made:.1f} s made so far).")
+
+
 def _js_call(body: str) -> str:
     """A JavaScript-only event handler that calls the page's player (present once the page's head has run)."""
     return f"(...args) => {{ if (window.dittoLive) {{ {body} }} }}"
@@ -250,6 +265,7 @@ def _build_fallback(service: DemoService, redact: PathRedactor, source_box: gr.I
         stream_button = gr.Button("▶ Stream the speech file", variant="primary", elem_id="live-file-stream")
         stream_video = gr.Video(label="Playing as it is generated", streaming=True, autoplay=True, height=480,
                                 elem_id="live-file-video")
+        stream_note = gr.Markdown(elem_id="live-file-note")
         stream_report = gr.JSON(label="Progress and timing")
 
     def on_chunk(request: gr.Request, chunk: tuple[int, Any] | None, source: str | None,
@@ -275,19 +291,21 @@ def _build_fallback(service: DemoService, redact: PathRedactor, source_box: gr.I
         final = transport.stop()
         return "Stopped. Press **Record** to start again." if final is None else redact(format_stats(final))
 
-    def stream_file(source: str | None, audio: str | None, *values: Any) -> Iterator[tuple[str, dict[str, Any]]]:
+    def stream_file(source: str | None, audio: str | None,
+                    *values: Any) -> Iterator[tuple[str, str, dict[str, Any]]]:
         """Animate the speech file and play it while it is generated, one-second chunk by chunk."""
         controls = panel.to_controls(*values)
         source_path = service.check_file(source, "a portrait")
         audio_path = service.check_file(audio, "a speech file")
         for path, stats in service.stream_file_chunks(source_path, audio_path, controls):
-            yield str(path), stats
+            yield str(path), _stream_note(stats), stats
 
     on_chunk = public_errors(on_chunk, redact)  # error sentences without the server's folders
     stream_file = _public_stream(stream_file, redact)
     pipeline_queue: dict[str, Any] = {"concurrency_limit": service.settings.concurrency, "concurrency_id": "pipeline"}
     stream_button.click(on_gpu(stream_file, audio_duration(service.audio_seconds)),
-                        inputs=[source_box, speech_box, *panel.components], outputs=[stream_video, stream_report],
+                        inputs=[source_box, speech_box, *panel.components],
+                        outputs=[stream_video, stream_note, stream_report],
                         api_visibility="private", **pipeline_queue)
     if not mic_available:
         return viewers

@@ -32,7 +32,8 @@ from ditto_demo.errors import DittoError
 from ditto_demo.pipeline.controls import Controls
 from ditto_demo.ui.service import DemoService, LiveSession, LiveStats
 
-__all__ = ["PLAYER_CSS", "PLAYER_JS", "GradioStreamTransport", "LiveTransport", "format_stats", "live_head"]
+__all__ = ["PLAYER_CSS", "PLAYER_JS", "SLOW_BEHIND_FRAMES", "GradioStreamTransport", "LiveTransport", "format_stats",
+           "live_head"]
 
 _STATIC = Path(__file__).resolve().parent / "static"
 #: The live player's script and style sheet.
@@ -110,8 +111,13 @@ def _unchanged(text: str) -> str:
     return text
 
 
+#: Frames behind real time past which the fallback's figures say the server is slower than real time (one second of
+#: video; the model's own look-ahead is about seven frames).
+SLOW_BEHIND_FRAMES = 25
+
+
 def format_stats(stats: LiveStats | None, waiting: str = "") -> str:
-    """One line of Markdown for the viewer."""
+    """One line of Markdown for the viewer of the fallback: every figure in words with its unit."""
     if stats is None:
         return waiting or "Press **Record** and speak."
     if stats.error:
@@ -122,16 +128,19 @@ def format_stats(stats: LiveStats | None, waiting: str = "") -> str:
 
     parts = [
         f"**{stats.fps:.0f} fps**",
-        f"speech onset → first frame **{seconds(stats.onset_latency)}**",
-        f"first frame {seconds(stats.first_frame_latency)}",
-        f"{stats.frames} frames",
-        f"{stats.frames_behind} behind",
+        f"lip motion starts **{seconds(stats.onset_latency)}** after you speak",
+        f"first picture {seconds(stats.first_frame_latency)} after the first audio arrived",
+        f"{stats.frames} frames shown",
+        f"picture {stats.frames_behind} frames behind real time",
     ]
     if stats.dropped_seconds:
         parts.append(f"{stats.dropped_seconds:.1f} s of audio skipped to keep up")
     if not stats.running:
         parts.append("stopped")
-    return " · ".join(parts)
+    line = " · ".join(parts)
+    if stats.running and (stats.dropped_seconds or stats.frames_behind > SLOW_BEHIND_FRAMES):
+        line += ". **The server is slower than real time:** old audio is skipped so that the picture stays current."
+    return line
 
 
 class GradioStreamTransport(LiveTransport[tuple[int, Any], AsyncIterator[tuple[Any, str]]]):
