@@ -6,7 +6,7 @@ Shared by ``python -m ditto_demo doctor`` and the app's status panel, so both sa
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ditto_demo.engine.cache import engines_dir
 from ditto_demo.engine.host import HostInfo, probe_host
@@ -36,6 +36,30 @@ def _gpu_line(host: HostInfo) -> str:
     return f"{host.gpu_name} (sm{major}{minor})"
 
 
+def _files_state(root: Path, backend: str, host: HostInfo) -> str:
+    """Whether ``root`` holds what ``backend`` needs, in words: ``complete``, or ``missing N: ...``, with what an
+    absent optional file means and, for TensorRT on a host that cannot run it, that the files go unused here."""
+    from ditto_demo.engine.hub import missing_files
+    from ditto_demo.engine.landmark478 import TASK_FILE
+
+    missing = missing_files(root, backend)
+    notes = []
+    if TASK_FILE in missing and _landmark_onnx_present(root):
+        # MediaPipe's task file is one of two ways to the 478-point landmarks; BlazeFace + FaceMesh is the other.
+        missing.remove(TASK_FILE)
+        notes.append(f"{PurePosixPath(TASK_FILE).name} is optional: without it the 478-point landmarks use "
+                     "BlazeFace + FaceMesh (ONNX)")
+    state = "complete" if not missing else f"missing {len(missing)}: {', '.join(missing[:4])}"
+    if backend == "tensorrt" and not host.tensorrt_usable:
+        notes.append("TensorRT is not usable on this host, so these files go unused here")
+    return "; ".join([state, *notes])
+
+
+def _landmark_onnx_present(root: Path) -> bool:
+    """Both ONNX networks that stand in for MediaPipe's face landmarker are in ``root``."""
+    return all(any((root / s.path).is_file() for s in NETWORKS[name].onnx) for name in ("blaze_face", "face_mesh"))
+
+
 def engine_report(checkpoints: Path | None = None, *, workers: str | None = None) -> str:
     """The report for ``checkpoints`` (default: ``DITTO_CHECKPOINTS``, else the Hub cache; never downloads);
     ``workers`` (one worker per line, as the app's worker pool or ``doctor`` describes them) ends it."""
@@ -46,7 +70,7 @@ def engine_report(checkpoints: Path | None = None, *, workers: str | None = None
 
 
 def _engine_lines(checkpoints: Path | None) -> str:
-    from ditto_demo.engine.hub import CHECKPOINTS_ENV, HUB_REPO_ID, find_cached_checkpoints, missing_files
+    from ditto_demo.engine.hub import CHECKPOINTS_ENV, HUB_REPO_ID, find_cached_checkpoints
 
     host = probe_host()
     lines = [
@@ -70,10 +94,9 @@ def _engine_lines(checkpoints: Path | None) -> str:
         lines.append(f"checkpoints   {root} is not a folder; fix {CHECKPOINTS_ENV} or --checkpoints")
         return "\n".join(lines)
     lines.append(f"checkpoints   {root} ({source})")
+    lines.append("  files each backend needs (whether this host can run it: see backends above)")
     for backend in ("torch", "onnx", "tensorrt"):
-        missing = missing_files(root, backend)
-        state = "complete" if not missing else f"missing {len(missing)}: {', '.join(missing[:4])}"
-        lines.append(f"  {backend:<9}   {state}")
+        lines.append(f"  {backend:<9}   {_files_state(root, backend, host)}")
     for name, spec in NETWORKS.items():
         try:
             choice = choose_backend(spec, root)
