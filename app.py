@@ -1,7 +1,9 @@
 """Gradio entry point (also the Hugging Face Space's ``app_file``): build the app from ``ditto_demo.ui``, launch it.
 
 ``GRADIO_SERVER_NAME`` / ``GRADIO_SERVER_PORT`` are read by Gradio itself; the ``DITTO_*`` variables (checkpoints,
-backend, device, concurrency, queue size, audio and upload limits, output folder) by ``AppSettings.from_env``.
+backend, device, concurrency, queue size, audio and upload limits, output folder and how long results stay, compile
+mode, video encoder) by ``AppSettings.from_env``. A bad value stops the start with one sentence naming the variable;
+checkpoints from the Hub download while the page is already served.
 """
 
 from __future__ import annotations
@@ -14,13 +16,17 @@ if importlib.util.find_spec("spaces") is not None:
 
 import logging
 
+from ditto_demo.errors import DittoError
 from ditto_demo.ui import build_app, create_service, launch_kwargs
 
 
 def main() -> None:
-    """Resolve the checkpoints (logged), build the page, serve it."""
+    """Read the settings, build the page, serve it (the checkpoints resolve meanwhile, logged)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    service = create_service()
+    try:
+        service = create_service()
+    except DittoError as exc:  # a bad setting: its sentence, no traceback, a non-zero exit
+        raise SystemExit(str(exc)) from None
     build_app(service).launch(**launch_kwargs(service.settings))
 
 

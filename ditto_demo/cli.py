@@ -152,9 +152,12 @@ def _render(args: argparse.Namespace, controls: Controls, audio: str) -> int:
 
     from tqdm import tqdm
 
+    from ditto_demo.engine.backends.torch_backend import compile_mode_from_env
     from ditto_demo.pipeline.pipeline import Pipeline
+    from ditto_demo.pipeline.writer import EncoderSettings
 
-    pipeline = Pipeline(args.checkpoints, backend=args.backend, device=args.device)
+    pipeline = Pipeline(args.checkpoints, backend=args.backend, device=args.device,
+                        compile_mode=compile_mode_from_env(), encoder=EncoderSettings.from_env())
     cancel = threading.Event()
     quiet = args.quiet or not sys.stderr.isatty()  # no bar in logs: a user error stays one line
     with tqdm(total=100, unit="%", disable=quiet, bar_format="{desc:<24}{bar}| {n:.0f}% [{elapsed}<{remaining}]",

@@ -237,7 +237,8 @@ def test_pipeline_events_share_one_limit_and_a_bounded_queue(built: tuple[DemoSe
     from ditto_demo.ui.app import launch_kwargs
 
     service, demo = built
-    assert demo.delete_cache == (3600, 7200)
+    # Issue 11, finding 11: Gradio's copies and uploads go with the results (DITTO_RESULT_HOURS, 6 h), was 2 h.
+    assert demo.delete_cache == (3600, 6 * 3600)
     assert demo._queue.max_size == 5
     running = {fn.fn.__name__: fn for fn in demo.fns.values() if fn.fn is not None}
     for name in ("generate", "load_example_output"):  # the API and a first click on an example

@@ -2,13 +2,16 @@
 
 ``build_app(service)`` returns queued ``gr.Blocks`` (not launched); ``launch_kwargs(settings)`` holds what
 ``launch()`` needs (upload limit, the folders Gradio may serve, theme and CSS, which Gradio 6 takes at launch).
-``create_service()`` reads the settings from the environment and resolves the checkpoints, logging progress: when
-they cannot be had the app still starts and says how to fix it at the top of the page.
+``create_service()`` reads the settings from the environment (a bad value raises one sentence naming the variable)
+and finds the checkpoints: a local folder at once, the Hub's in the background. The page is served meanwhile; its
+banner shows the download (files, bytes, percent) and the run buttons wait, then come on without a reload. When the
+checkpoints cannot be had the app still starts and says how to fix it at the top of the page.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 from collections.abc import Mapping
@@ -23,12 +26,25 @@ from ditto_demo.ui.service import AppSettings, DemoService
 from ditto_demo.ui.transport import live_head
 from ditto_demo.ui.zerogpu import zero_gpu_active
 
-__all__ = ["CSS", "app_settings", "build_app", "create_service", "launch_kwargs"]
+__all__ = ["API_SNIPPET", "CSS", "api_snippet", "app_settings", "build_app", "create_service", "delete_cache",
+           "launch_kwargs", "run_buttons"]
 
 log = logging.getLogger(__name__)
 
-#: Gradio's temporary files (uploads, served copies of results) older than two hours go, checked every hour.
-DELETE_CACHE = (3600, 7200)
+#: How often (seconds) Gradio looks for old temporary files (uploads, the copies of results it serves).
+DELETE_CACHE_EVERY = 3600
+#: How often (seconds) an open page asks how far the checkpoint download is.
+DOWNLOAD_POLL_SECONDS = 1.0
+#: The buttons that start pipeline work, by ``elem_id``: they wait while the checkpoints download.
+RUN_BUTTONS = ("ditto-generate-button", "compare-button", "compare-grid-button", "ditto-live-start",
+               "live-file-stream")
+
+
+def delete_cache(settings: AppSettings) -> tuple[int, int]:
+    """Gradio's ``delete_cache``: its copies of results and the uploads go when the results themselves do
+    (``DITTO_RESULT_HOURS``), checked hourly (or more often when results are kept for less than an hour)."""
+    age = max(60, round(settings.result_hours * 3600))
+    return min(DELETE_CACHE_EVERY, age), age
 
 HEADER = """
 # Ditto: talking heads from a portrait and speech
@@ -57,18 +73,21 @@ def app_settings(env: Mapping[str, str] | None = None) -> AppSettings:
 
 
 def create_service(env: Mapping[str, str] | None = None) -> DemoService:
-    """The app's one service; resolving (and, from the Hub, downloading) the checkpoints is logged as it goes."""
+    """The app's one service. A bad setting raises :class:`~ditto_demo.errors.DittoError` naming the variable;
+    checkpoints from the Hub download in the background (logged as it goes) while the page is served."""
     settings = app_settings(env)
-    log.info("starting: backend=%s device=%s concurrency=%d queue=%d audio limit=%gs", settings.backend,
-             settings.device, settings.concurrency, settings.max_queue, settings.max_audio_seconds)
+    log.info("starting: backend=%s device=%s concurrency=%d queue=%d audio limit=%gs compile=%s encoder=%s/%s "
+             "results kept %gh, at most %g GB", settings.backend, settings.device, settings.concurrency,
+             settings.max_queue, settings.max_audio_seconds, settings.compile_mode, settings.encoder.codec,
+             settings.encoder.preset, settings.result_hours, settings.result_max_gb)
     service = DemoService(settings)
     if service.ready:
         log.info("checkpoints resolved; generation is available")
+    elif service.downloading:
+        log.info("the page is served while the checkpoints download; generation starts when they are ready")
     else:
         log.warning("generation is unavailable until the checkpoints are fixed (the page says how)")
     return service
-
-
 
 
 def build_app(service: DemoService) -> gr.Blocks:
@@ -78,11 +97,12 @@ def build_app(service: DemoService) -> gr.Blocks:
 
     settings = service.settings
     redact = PathRedactor.for_service(service)
-    with gr.Blocks(title="Ditto talking head", delete_cache=DELETE_CACHE) as demo:
+    with gr.Blocks(title="Ditto talking head", delete_cache=delete_cache(settings)) as demo:
         gr.Markdown(HEADER)
-        banner = service.banner()
-        if banner:
-            gr.Markdown(redact(banner), elem_id="ditto-banner")
+        banner_text = service.banner()
+        banner = gr.Markdown(redact(banner_text or ""), visible=bool(banner_text), elem_id="ditto-banner")
+        retry = gr.Button("Try the download again", size="sm", visible=_download_failed(service),
+                          elem_id="ditto-retry-download")
         with gr.Tabs():
             with gr.Tab("Generate", id="generate"):
                 build_generate_tab(service, redact)
@@ -91,13 +111,17 @@ def build_app(service: DemoService) -> gr.Blocks:
             with gr.Tab("Live", id="live"):
                 build_live_tab(service)
         with gr.Accordion("Use via API", open=False):
-            gr.Markdown(_api_snippet())
+            snippet = gr.Markdown(api_snippet(), elem_id="ditto-api-snippet")
         with gr.Accordion("System", open=False):
-            report = gr.Textbox(label="Engine status (same as `python -m ditto_demo doctor`)", lines=12,
-                                max_lines=30, interactive=False)
+            report = gr.Code(label="Engine status (same as `python -m ditto_demo doctor`)", language=None, lines=12,
+                             max_lines=30, interactive=False, show_line_numbers=False, elem_id="ditto-system-report")
             show = gr.Button("Check this server", size="sm")
             show.click(lambda: redact(service.engine_report()), outputs=report,
                        api_name="system_report", api_visibility="private", concurrency_limit=1)
+
+        # The snippet names the address this page was served from (a Space, a proxy, another port), not a guess.
+        demo.load(None, js=_snippet_js(), outputs=snippet, api_name="api_snippet", api_visibility="private")
+        _wire_checkpoint_status(demo, service, banner, retry, redact)
 
         def tab_closed(request: gr.Request) -> None:
             """A visitor who closes the tab stops their running generation (no orphaned work)."""
@@ -107,6 +131,49 @@ def build_app(service: DemoService) -> gr.Blocks:
     demo.queue(max_size=settings.max_queue, default_concurrency_limit=settings.concurrency)
     _serve_live(demo, service)
     return demo
+
+
+def _download_failed(service: DemoService) -> bool:
+    progress = service.checkpoint_progress()
+    return progress is not None and progress.state == "failed"
+
+
+def run_buttons(demo: gr.Blocks) -> list[gr.Button]:
+    """The buttons of :data:`RUN_BUTTONS` in ``demo`` (those the tabs made)."""
+    found = {block.elem_id: block for block in demo.blocks.values() if isinstance(block, gr.Button)}
+    missing = [name for name in RUN_BUTTONS if name not in found]
+    if missing:
+        log.warning("run buttons not found (they will not wait for the checkpoints): %s", ", ".join(missing))
+    return [found[name] for name in RUN_BUTTONS if name in found]
+
+
+def _wire_checkpoint_status(demo: gr.Blocks, service: DemoService, banner: gr.Markdown, retry: gr.Button,
+                            redact: PathRedactor) -> None:
+    """While the checkpoints download, each open page polls the service once a second: the banner shows the
+    progress, the run buttons wait, and when the pipeline is ready the banner goes, the buttons come on and the
+    polling stops (no reload). A failed download shows its fix and a retry button. Nothing is wired when the
+    service needed no download (a local folder, workers)."""
+    if service.checkpoint_progress() is None:
+        return
+    buttons = run_buttons(demo)
+    timer = gr.Timer(DOWNLOAD_POLL_SECONDS, active=not service.ready)
+
+    def status() -> tuple[Any, ...]:
+        ready = service.ready
+        text = service.banner()
+        failed = _download_failed(service)
+        return (gr.Markdown(redact(text or ""), visible=bool(text)), gr.Button(visible=failed),
+                gr.Timer(active=not ready and not failed), *(gr.Button(interactive=ready) for _ in buttons))
+
+    def retry_download() -> tuple[Any, ...]:
+        service.retry_download()
+        return status()
+
+    outputs = [banner, retry, timer, *buttons]
+    private: dict[str, Any] = {"api_visibility": "private", "queue": False, "show_progress": "hidden"}
+    demo.load(status, outputs=outputs, api_name="checkpoint_status", **private)
+    timer.tick(status, outputs=outputs, api_name="checkpoint_status_tick", **private)
+    retry.click(retry_download, outputs=outputs, api_name="retry_download", **private)
 
 
 def _serve_live(demo: gr.Blocks, service: DemoService) -> None:
@@ -125,21 +192,35 @@ def _serve_live(demo: gr.Blocks, service: DemoService) -> None:
     demo.launch = launch_with_live  # type: ignore[method-assign]
 
 
-def _api_snippet() -> str:
-    return """Every control of the page is an optional named parameter of `/generate` (defaults as shown on the page).
+#: Stands for this page's own address in :data:`API_SNIPPET`; the page fills it in (``_snippet_js``).
+PAGE_ADDRESS = "{page_address}"
+
+API_SNIPPET = """Every control of the page is an optional named parameter of `/generate` (defaults as shown on the page;
+`client.view_api()` lists them with their types). `/compare` and `/emotion_grid` take the settings as JSON text.
 
 ```python
 from gradio_client import Client, handle_file
 
-client = Client("http://127.0.0.1:7860/")  # or the Space's name, e.g. "user/ditto-talkinghead"
+client = Client("{page_address}")  # this page's address (or the Space's name, e.g. "user/ditto-talkinghead")
 video, report, settings = client.predict(
     source=handle_file("portrait.png"),    # a photo, illustration or short video
     audio=handle_file("speech.wav"),       # any format ffmpeg reads
-    emotion="happy", yaw_offset=5, seed=7, steps=25,
+    emotion="happy", yaw_offset=5, seed=7,
     api_name="/generate",
 )
 print(video, report["rtf"], report["seed"])  # the mp4 downloaded here, the timing report
 ```"""
+
+
+def api_snippet(address: str = "http://127.0.0.1:7860/") -> str:
+    """The "Use via API" text with ``address`` as the server (the page puts its own address in at load)."""
+    return API_SNIPPET.replace(PAGE_ADDRESS, address)
+
+
+def _snippet_js() -> str:
+    """A page-load function that returns the snippet with the page's own address (its folder, without query)."""
+    return ("() => " + json.dumps(API_SNIPPET) + ".split(" + json.dumps(PAGE_ADDRESS) + ")"
+            ".join(new URL('.', window.location.href).href)")
 
 
 def _theme() -> gr.themes.Base:

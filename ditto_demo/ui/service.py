@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
-import shutil
 import tempfile
 import threading
 import uuid
@@ -28,7 +28,9 @@ from typing import Any
 
 import numpy as np
 
-from ditto_demo.engine.hub import missing_networks
+from ditto_demo.engine.backends.torch_backend import COMPILE_ENV, COMPILE_MODES
+from ditto_demo.engine.download import CheckpointDownload, DownloadProgress
+from ditto_demo.engine.hub import local_checkpoints, missing_networks
 from ditto_demo.errors import DittoError, InputError
 from ditto_demo.live import CHUNK_SECONDS, LiveSession, LiveStats
 from ditto_demo.live import stream_file_chunks as _stream_file_chunks
@@ -41,6 +43,8 @@ from ditto_demo.pipeline.plan import draw_seed
 from ditto_demo.pipeline.registration import AVATAR_CROP_SIZE
 from ditto_demo.pipeline.runner import CancelledError
 from ditto_demo.pipeline.timebase import SAMPLE_RATE
+from ditto_demo.pipeline.writer import EncoderSettings
+from ditto_demo.results import ResultStore, RetentionPolicy
 from ditto_demo.workers import PoolPipeline, PoolSettings, WorkerConfig, WorkerPool, open_pool, worker_of
 
 # The UI reaches the pipeline's values and errors through this module only (see ditto_demo/ui/__init__.py).
@@ -49,6 +53,7 @@ __all__ = [
     "AudioInfo",
     "CancelledError",
     "DemoService",
+    "DownloadProgress",
     "LiveSession",
     "LiveStats",
     "Outcome",
@@ -62,9 +67,29 @@ log = logging.getLogger(__name__)
 
 def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
     try:
-        return float(env.get(name, default))
+        value = float(env.get(name, default))
     except ValueError:
         raise DittoError(f"{name} must be a number; got {env[name]!r}.") from None
+    if not math.isfinite(value):
+        raise DittoError(f"{name} must be a finite number; got {env[name]!r}.")
+    return value
+
+
+def _env_positive(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _env_float(env, name, default)
+    if value <= 0:
+        raise DittoError(f"{name} must be a number above 0; got {env[name]!r}.")
+    return value
+
+
+def _compile_mode(env: Mapping[str, str]) -> str:
+    """``DITTO_TORCH_COMPILE`` as :func:`~ditto_demo.engine.backends.torch_backend.compile_mode_from_env` reads it
+    (``off`` when unset), from ``env``; a bad value is a sentence naming the variable and the allowed modes."""
+    value = env.get(COMPILE_ENV, "off").strip().lower() or "off"
+    if value not in COMPILE_MODES:
+        raise DittoError(f"{COMPILE_ENV}={env[COMPILE_ENV]!r} is not a compile mode; use one of "
+                         f"{', '.join(COMPILE_MODES)}.")
+    return value
 
 
 @dataclass(frozen=True)
@@ -85,6 +110,15 @@ class AppSettings:
     output_dir: Path = field(default_factory=lambda: Path(tempfile.gettempdir()) / "ditto-demo-outputs")
     #: DITTO_WORKERS and friends (ditto_demo/workers/settings.py): where requests run; default in this process.
     workers: PoolSettings = field(default_factory=PoolSettings)
+    compile_mode: str = "off"  # DITTO_TORCH_COMPILE: torch.compile mode of the PyTorch networks
+    #: DITTO_VIDEO_CODEC, DITTO_X264_PRESET: how result videos are encoded.
+    encoder: EncoderSettings = field(default_factory=EncoderSettings)
+    result_hours: float = 6.0  # DITTO_RESULT_HOURS: results (and Gradio's copies, uploads) are removed after this
+    result_max_gb: float = 5.0  # DITTO_RESULT_MAX_GB: the oldest results go while all of them take more than this
+
+    def retention(self) -> RetentionPolicy:
+        """How long results stay and how much room they may take."""
+        return RetentionPolicy(max_age=self.result_hours * 3600.0, max_bytes=int(self.result_max_gb * 1024**3))
 
     def limits(self) -> Limits:
         """The pipeline limits these settings allow."""
@@ -97,8 +131,14 @@ class AppSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> AppSettings:
+        """The settings in ``env`` (default ``os.environ``). A bad value raises :class:`DittoError` with one
+        sentence naming the variable, so the app stops at start-up rather than at the first request."""
         env = os.environ if env is None else env
         defaults = cls()
+        try:
+            encoder = EncoderSettings.from_env(env)
+        except InputError as exc:  # already names the variable and the allowed values
+            raise DittoError(str(exc)) from None
         return cls(
             checkpoints=env.get("DITTO_CHECKPOINTS") or None,
             backend=env.get("DITTO_BACKEND", defaults.backend),
@@ -113,7 +153,28 @@ class AppSettings:
             tts_model=env.get("DITTO_TTS_MODEL") or None,
             output_dir=Path(env["DITTO_OUTPUT_DIR"]) if env.get("DITTO_OUTPUT_DIR") else defaults.output_dir,
             workers=PoolSettings.from_env(env, app_device=env.get("DITTO_DEVICE", defaults.device)),
+            compile_mode=_compile_mode(env),
+            encoder=encoder,
+            result_hours=_env_positive(env, "DITTO_RESULT_HOURS", defaults.result_hours),
+            result_max_gb=_env_positive(env, "DITTO_RESULT_MAX_GB", defaults.result_max_gb),
         )
+
+
+class _DownloadLog:
+    """A download listener that logs each change of state and each finished file (not every block of bytes)."""
+
+    def __init__(self) -> None:
+        self._last: tuple[str, int] | None = None
+
+    def __call__(self, progress: DownloadProgress) -> None:
+        key = (progress.state, progress.files_done)
+        if key != self._last:
+            self._last = key
+            log.info("%s", progress.summary())
+
+
+#: The emotion grid's largest frame (width, height): 1080p, H.264 level 4.0 at 25 fps, played by any phone.
+GRID_MAX_SIZE = (1920, 1080)
 
 
 class ServiceUnavailableError(DittoError):
@@ -172,9 +233,22 @@ class DemoService:
     """The app's single entry point into the pipeline; safe to share between concurrent requests."""
 
     def __init__(self, settings: AppSettings | None = None, *, pipeline: Pipeline | None = None,
-                 pool: WorkerPool | None = None) -> None:
+                 pool: WorkerPool | None = None, download: CheckpointDownload | None = None) -> None:
+        """``pipeline``: use this one; ``pool``: run on these workers; else the service makes its own pipeline.
+
+        A local checkpoint folder (``DITTO_CHECKPOINTS``) is used at once. Checkpoints from the Hub are fetched in
+        the background (``download``, else a :class:`CheckpointDownload` of the settings' backend) so that the
+        page is served meanwhile: :meth:`checkpoint_progress` says how far it is, and the pipeline is made the
+        first time :attr:`ready` (or any run) finds the download finished.
+        """
         self.settings = settings or AppSettings.from_env()
         self.problem: str | None = None
+        self.results = ResultStore(self.settings.output_dir, self.settings.retention())
+        self._lock = threading.Lock()
+        self._pipeline_lock = threading.Lock()  # making the pipeline once a download is ready
+        self._cancels: dict[str, threading.Event] = {}
+        self._download: CheckpointDownload | None = None
+        self._download_taken = False  # the finished download has been turned into a pipeline (or a problem)
         # Workers (issue 13): with a pool, every run goes to a free worker through a pipeline-shaped stand-in, and
         # the queue runs as many requests at once as there are workers.
         self.pool: WorkerPool | None = pool
@@ -182,7 +256,8 @@ class DemoService:
             try:
                 self.pool = open_pool(self.settings.workers, WorkerConfig(
                     checkpoints=self.settings.checkpoints, backend=self.settings.backend,
-                    limits=self.settings.limits()))
+                    limits=self.settings.limits(), compile_mode=self.settings.compile_mode,
+                    encoder=self.settings.encoder))
             except DittoError as exc:
                 self.problem = str(exc)
                 log.error("starting without workers: %s", exc)
@@ -190,28 +265,85 @@ class DemoService:
             self.settings = dataclasses.replace(self.settings, concurrency=self.pool.capacity)
             pipeline = PoolPipeline(self.pool)  # type: ignore[assignment]
         self.pipeline: Pipeline | None = pipeline
-        if pipeline is None:
+        if pipeline is None and self.problem is None:
+            self._find_checkpoints(download)
+
+    def _find_checkpoints(self, download: CheckpointDownload | None) -> None:
+        """A local folder: the pipeline now. The Hub: a background download (the pipeline when it is ready)."""
+        if download is None:
             try:
-                self.pipeline = Pipeline(
-                    self.settings.checkpoints,
-                    backend=self.settings.backend,
-                    device=self.settings.device,
-                    limits=self.settings.limits(),
-                )
-            except DittoError as exc:
+                local = local_checkpoints(self.settings.checkpoints)
+            except DittoError as exc:  # a folder named that does not exist: never a download instead
                 self.problem = str(exc)
                 log.error("starting without checkpoints: %s", exc)
-            else:
-                missing = missing_networks(self.pipeline.root)
-                if missing:  # a folder that exists but lacks files would fail at the first request: say it now
-                    self.problem = (
-                        f"The checkpoint folder has no files for {', '.join(missing)}; run "
-                        "`python -m ditto_demo download` (or point DITTO_CHECKPOINTS at a complete copy)."
-                    )
-                    log.error("starting without a complete checkpoint folder: %s", self.problem)
-                    self.pipeline = None
-        self._lock = threading.Lock()
-        self._cancels: dict[str, threading.Event] = {}
+                return
+            if local is not None:
+                self._make_pipeline(local)
+                return
+            download = CheckpointDownload(self.settings.backend, local=self.settings.checkpoints,
+                                          listener=_DownloadLog())
+        log.info("resolving the checkpoints in the background; the page is served meanwhile")
+        self._download = download.start()
+
+    def _make_pipeline(self, root: Path) -> None:
+        """The in-process pipeline on ``root``, or :attr:`problem` saying why not."""
+        try:
+            pipeline = Pipeline(
+                root,
+                backend=self.settings.backend,
+                device=self.settings.device,
+                limits=self.settings.limits(),
+                compile_mode=self.settings.compile_mode,
+                encoder=self.settings.encoder,
+            )
+        except DittoError as exc:
+            self.problem = str(exc)
+            log.error("starting without checkpoints: %s", exc)
+            return
+        missing = missing_networks(pipeline.root)
+        if missing:  # a folder that exists but lacks files would fail at the first request: say it now
+            self.problem = (
+                f"The checkpoint folder has no files for {', '.join(missing)}; run "
+                "`python -m ditto_demo download` (or point DITTO_CHECKPOINTS at a complete copy)."
+            )
+            log.error("starting without a complete checkpoint folder: %s", self.problem)
+            return
+        self.problem = None
+        self.pipeline = pipeline
+
+    def _take_download(self) -> None:
+        """Once the background download is ready, make the pipeline from it (once, whoever asks first)."""
+        download = self._download
+        if self.pipeline is not None or download is None or self._download_taken:
+            return
+        if download.progress().state != "ready":
+            return
+        with self._pipeline_lock:
+            if self._download_taken:
+                return
+            root = download.root
+            if root is not None:
+                self._make_pipeline(root)
+            self._download_taken = True
+            if self.pipeline is not None:
+                log.info("checkpoints ready; generation is available")
+
+    def checkpoint_progress(self) -> DownloadProgress | None:
+        """How far the background checkpoint download is (files, bytes, percent, or its failure); ``None`` when
+        the service did not need one (a local folder, a given pipeline, workers)."""
+        if self._download is None:
+            return None
+        self._take_download()
+        return self._download.progress()
+
+    def retry_download(self) -> bool:
+        """Start a failed checkpoint download again (the page's retry button); ``True`` if it was started."""
+        download = self._download
+        if download is None or download.progress().state != "failed":
+            return False
+        log.info("starting the checkpoint download again")
+        download.start()
+        return True
 
     # ------------------------------------------------------------------------------------------ cancelling
 
@@ -247,16 +379,35 @@ class DemoService:
 
     @property
     def ready(self) -> bool:
+        """Generation can run now (checkpoints found, or downloaded and made into the pipeline; workers usable)."""
+        self._take_download()
         return self.pipeline is not None and (self.pool is None or self.pool.usable())
 
+    @property
+    def downloading(self) -> bool:
+        """The checkpoints are still being fetched in the background (the page says how far and waits)."""
+        progress = self.checkpoint_progress()
+        return progress is not None and not progress.finished
+
     def banner(self) -> str | None:
-        """Markdown for a banner when generation is unavailable, with the exact fix; ``None`` when ready."""
+        """Markdown for a banner while generation is unavailable: the download's progress, or the exact fix;
+        ``None`` when ready."""
         if self.ready:
             return None
-        return (
-            "**Generation is unavailable: the Ditto checkpoints could not be loaded.** "
-            f"{self.problem or (self.pool.problem() if self.pool else '')} Then restart the app."
-        )
+        progress = self.checkpoint_progress()
+        if progress is not None and not progress.finished:
+            return (
+                "**The Ditto checkpoints are being downloaded; generation starts when they are ready.** "
+                f"{progress.summary()}. This page enables Generate by itself: no need to reload."
+            )
+        problem = self.problem
+        if progress is not None and progress.state == "failed" and self.pipeline is None and problem is None:
+            problem = progress.error
+        if problem is None and self.pool is not None:
+            problem = self.pool.problem()
+        retry = " Then restart the app (or try the download again below)." if progress is not None else (
+            " Then restart the app.")
+        return f"**Generation is unavailable: the Ditto checkpoints could not be loaded.** {problem or ''}{retry}"
 
     def control_defaults(self) -> dict[str, Any]:
         """Values for the controls that default to the checkpoint's setting (released fallbacks when offline)."""
@@ -274,27 +425,20 @@ class DemoService:
         return engine_report(Path(checkpoints) if checkpoints else None, workers=workers)
 
     def require(self) -> Pipeline:
+        """The pipeline, or :class:`ServiceUnavailableError` with the banner's sentence (download progress or fix)."""
+        self._take_download()
         if self.pipeline is None:
             raise ServiceUnavailableError(self.banner() or "The pipeline is not available.")
         return self.pipeline
-
-    def request_dir(self) -> Path:
-        """A fresh folder for one request's outputs (results never overwrite each other)."""
-        folder = self.settings.output_dir / uuid.uuid4().hex
-        folder.mkdir(parents=True, exist_ok=False)
-        return folder
 
     # ------------------------------------------------------------------------------------------- actions
 
     @contextmanager
     def _request(self) -> Iterator[Path]:
-        """A fresh output folder for one request, removed again if the request fails before writing anything."""
-        folder = self.request_dir()
-        try:
+        """A fresh output folder for one request from the result store: held (never swept) while the request
+        runs, removed again if it fails; afterwards it ages like any result (``DITTO_RESULT_HOURS``)."""
+        with self.results.folder() as folder:
             yield folder
-        except BaseException:
-            shutil.rmtree(folder, ignore_errors=True)  # a failed run leaves no files (and no empty folder)
-            raise
 
     def _finish(self, folder: Path, result: Result, controls: Controls) -> Outcome:
         settings_file = folder / "ditto-settings.json"
@@ -345,14 +489,15 @@ class DemoService:
         progress: ProgressFn | None = None,
         cancel: threading.Event | None = None,
     ) -> Outcome:
-        """All eight emotions tiled 4×2, with one seed so only the emotion differs."""
+        """All eight emotions tiled 4×2, with one seed so only the emotion differs; at most 1920×1080 (tiles shrunk
+        to fit), so H.264 stays within level 4.1, which phones play."""
         pipeline = self.require()
         seed = controls.seed if controls.seed is not None else self.new_seed()
         base = controls.with_changes(seed=seed, emotion_timeline=())
         variants = [(name, base.with_changes(emotion=name)) for name in EMOTIONS]
         with self._request() as folder:
             result = pipeline.compare(source, audio, variants, output=folder / "ditto-emotions.mp4",
-                                      progress=progress, cancel=cancel, columns=4)
+                                      progress=progress, cancel=cancel, columns=4, max_size=GRID_MAX_SIZE)
             return self._finish(folder, result, base)
 
     def preview(self, source: str | Path, controls: Controls) -> np.ndarray:
@@ -411,9 +556,22 @@ class DemoService:
         """A speech file animated as it is generated: ``(mp4 chunk, statistics)`` pairs, in a new request folder
         unless ``folder`` is given (see :func:`ditto_demo.live.stream_file_chunks`)."""
         self.require()
-        return _stream_file_chunks(self, source, audio, controls, folder or self.request_dir(),
-                                   max_audio_seconds=self.settings.max_audio_seconds, chunk_seconds=chunk_seconds,
-                                   cancel=cancel)
+        if folder is not None:
+            return _stream_file_chunks(self, source, audio, controls, folder,
+                                       max_audio_seconds=self.settings.max_audio_seconds,
+                                       chunk_seconds=chunk_seconds, cancel=cancel)
+        return self._held_chunks(source, audio, controls, chunk_seconds=chunk_seconds, cancel=cancel)
+
+    def _held_chunks(self, source: str | Path, audio: str | Path, controls: Controls, *, chunk_seconds: float,
+                     cancel: threading.Event | None) -> Iterator[tuple[Path, dict[str, Any]]]:
+        """The chunks in a result-store folder held until the stream ends (however it ends)."""
+        folder = self.results.new_folder()
+        try:
+            yield from _stream_file_chunks(self, source, audio, controls, folder,
+                                           max_audio_seconds=self.settings.max_audio_seconds,
+                                           chunk_seconds=chunk_seconds, cancel=cancel)
+        finally:
+            self.results.release(folder)
 
     # ----------------------------------------------------------------------------------------- speech
 
