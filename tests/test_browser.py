@@ -1,8 +1,9 @@
-"""The Generate tab in a real headless Chromium: upload, generate, a playable video; screenshots for the README.
+"""The Generate tab in a real headless Chromium: upload, generate, a playable video, the seed reused.
 
 Debian's Chromium (``make test`` installs it from ``packages-test.txt``) is driven by Playwright's sync API; no
-browser is downloaded. Screenshots go to ``docs/screenshots/`` (desktop 1366×900 and phone 390×844). Skip these
-tests locally with ``make test PYTEST_ARGS="-m 'not browser'"``.
+browser is downloaded. The README's screenshots of this tab are made by ``tests/test_browser_first_use.py``, which
+also covers refusals, the phone flow, examples, Stop and Clear. Skip these tests locally with
+``make test PYTEST_ARGS="-m 'not browser'"``.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from app_support import CHROMIUM_FLAGS, ROOT, chromium_path, launched_app
 
 pytestmark = pytest.mark.browser
 
-SCREENSHOTS = ROOT / "docs" / "screenshots"
 PORTRAIT = ROOT / "assets" / "portrait_illustration.png"
 SPEECH = ROOT / "assets" / "speech_en.wav"
-DESKTOP = {"width": 1366, "height": 900}
+DESKTOP = {"width": 1440, "height": 900}
 PHONE = {"width": 390, "height": 844}
 VIDEO_READY = """() => {
     const video = document.querySelector('#ditto-video video');
@@ -62,11 +62,8 @@ def _open(browser: object, url: str, viewport: dict[str, int]) -> object:
 
 
 def test_generate_in_the_browser(browser: object, app_url: str, one_second: Path) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page = _open(browser, app_url, DESKTOP)
     try:
-        page.screenshot(path=str(SCREENSHOTS / "generate-desktop.png"), full_page=True)
-
         page.locator("#ditto-portrait input[type=file]").set_input_files(str(PORTRAIT))
         page.wait_for_selector("#ditto-crop-preview img", timeout=60_000)  # face box drawn on upload
         page.locator("#ditto-speech input[type=file]").set_input_files(str(one_second))
@@ -77,9 +74,6 @@ def test_generate_in_the_browser(browser: object, app_url: str, one_second: Path
         page.get_by_text("25 frames at 25 fps").wait_for(timeout=30_000)
         seed = page.locator("#ditto-seed-used input").input_value()
         assert seed.isdigit()
-        page.evaluate("() => window.scrollTo(0, 0)")
-        page.wait_for_timeout(300)
-        page.screenshot(path=str(SCREENSHOTS / "generate-result-desktop.png"), full_page=True)
 
         # the echoed seed can be reused: it goes into the seed box and "random" is switched off
         page.locator("#ditto-reuse-seed").click()
@@ -90,7 +84,6 @@ def test_generate_in_the_browser(browser: object, app_url: str, one_second: Path
 
 
 def test_phone_layout(browser: object, app_url: str) -> None:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page = _open(browser, app_url, PHONE)
     try:
         overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
@@ -98,6 +91,5 @@ def test_phone_layout(browser: object, app_url: str) -> None:
         box = page.locator("#ditto-generate-button").bounding_box()
         assert box is not None
         assert box["width"] >= PHONE["width"] * 0.6  # a full-width primary button, easy to hit
-        page.screenshot(path=str(SCREENSHOTS / "generate-phone.png"))
     finally:
         page.close()

@@ -317,8 +317,10 @@ def _handlers(
     redact: Callable[[str], str],
     example_progress: _ExampleProgress,
     examples: Sequence[_Example],
+    showcase: bool,
 ) -> dict[str, Callable[..., Any]]:
-    """The tab's callbacks, closed over the service and the panel (no module state)."""
+    """The tab's callbacks, closed over the service and the panel (no module state); ``showcase``: the page shows
+    the example result until the first run."""
     count = len(panel.names)
     settings = service.settings
     seed_index = panel.names.index("seed")
@@ -364,8 +366,8 @@ def _handlers(
             outcome = run(file_path(source), file_path(audio), panel.to_controls(*values), progress, session)
         except Exception as exc:  # every failure becomes the sentence shown (refusal logs the surprising ones)
             return (*(gr.skip() for _ in range(6)), status_line(refusal(exc, redact, "generate")))
-        return (str(outcome.video), outcome.report, gr.File(value=str(outcome.settings_file), visible=True),
-                summary_markdown(outcome.report), outcome.report.get("seed"), gr.Row(visible=True), "")
+        return (str(outcome.video), outcome.report, str(outcome.settings_file), summary_markdown(outcome.report),
+                outcome.report.get("seed"), gr.Column(visible=True), "")
 
     generate_in_page.__signature__ = _signature(panel, progress=True)  # type: ignore[attr-defined]
 
@@ -410,20 +412,24 @@ def _handlers(
     def show_run_area() -> tuple[gr.Column, gr.Video]:
         return gr.Column(visible=False), gr.Video(visible=True)
 
-    def portrait_changed(value: Any, crop: Sequence[Any]) -> tuple[Any, Any, Any, Any]:
+    def portrait_changed(value: Any, crop: Sequence[Any], status_now: str | None,
+                         refused_before: str | None) -> tuple[Any, ...]:
         """Check a new portrait at once: refused (and removed) with the sentence, else the face box and crop drawn.
 
-        Returns (the input, the preview, the note under the input, the status line).
+        Returns (the input, the preview, the note under the input, the status line, the refusal now shown there).
+        A good portrait takes an earlier portrait refusal out of the status line, and nothing else (an example's
+        note, say, stays).
         """
         path = file_path(value)
-        if not path:  # removed (or our own clearing of a refused file): keep what the note says
-            return gr.skip(), gr.Image(value=None, visible=False), gr.skip(), gr.skip()
+        if not path:  # removed (or our own clearing of a refused file): keep what the notes say
+            return gr.skip(), gr.Image(value=None, visible=False), gr.skip(), gr.skip(), gr.skip()
         try:
             service.check_portrait(path)
         except DittoError as exc:
             message = status_line(refusal(exc, redact, "check_portrait"))
-            return None, gr.Image(value=None, visible=False), message, message
-        return gr.skip(), *preview(path, crop), ""
+            return None, gr.Image(value=None, visible=False), message, message, message
+        status = "" if refused_before and status_now == refused_before else gr.skip()
+        return gr.skip(), *preview(path, crop), status, ""
 
     def preview(path: str | None, crop: Sequence[Any]) -> tuple[Any, str]:
         """The face box and crop (hidden while there is no portrait), and the note under the portrait."""
@@ -435,11 +441,11 @@ def _handlers(
         except DittoError as exc:  # no face found, a crop setting out of range: said under the portrait
             return gr.Image(value=None, visible=False), status_line(refusal(exc, redact, "preview"))
 
-    def preview_image(image: Any, *crop: Any) -> Any:
-        return portrait_changed(image, crop)
+    def preview_image(image: Any, status_now: str | None, refused_before: str | None, *crop: Any) -> Any:
+        return portrait_changed(image, crop, status_now, refused_before)
 
-    def preview_video(video: Any, *crop: Any) -> Any:
-        return portrait_changed(video, crop)
+    def preview_video(video: Any, status_now: str | None, refused_before: str | None, *crop: Any) -> Any:
+        return portrait_changed(video, crop, status_now, refused_before)
 
     def preview_crop(kind: str, image: Any, video: Any, *crop: Any) -> Any:
         return preview(_chosen_source(kind, image, video), crop)
@@ -506,9 +512,8 @@ def _handlers(
 
     def clear_results() -> tuple[Any, ...]:
         """Clear hides the emptied result boxes and brings the example result back (if there is one)."""
-        showcase = SHOWCASE.is_file()
-        return (gr.Video(value=None, visible=not showcase), gr.Row(visible=False), gr.File(value=None, visible=False),
-                gr.Column(visible=showcase), "", "", "", "", gr.Image(value=None, visible=False), {})
+        return (gr.Video(value=None, visible=not showcase), gr.Column(visible=False), gr.Column(visible=showcase),
+                "", "", "", "", gr.Image(value=None, visible=False), {})
 
     def example_chosen(choice: Any, owned: Mapping[str, bool] | None) -> list[Any]:
         """An example was clicked: say what it replaced (``owned``: which inputs the visitor had given), show its
@@ -537,8 +542,8 @@ def _handlers(
         """Remember whether the speech is the visitor's own (uploaded, recorded or made from text)."""
         return {**(owned or {}), "speech": bool(file_path(value))}
 
-    def example_loaded() -> tuple[gr.Row, gr.File]:
-        return gr.Row(visible=True), gr.File(visible=True)
+    def example_loaded() -> gr.Column:
+        return gr.Column(visible=True)
 
     handlers: dict[str, Callable[..., Any]] = {
         "generate": on_gpu(generate, audio_duration(service.audio_seconds)),
@@ -569,6 +574,8 @@ def build_generate_tab(service: DemoService, redact: Callable[[str], str]) -> Ge
     clip_example = str(ASSETS / "portrait_clip.mp4") if (ASSETS / "portrait_clip.mp4").is_file() else None
     speech_example = str(ASSETS / "speech_en.wav")
     kind = gr.State("image")
+    refused_portrait = gr.State("")  # the portrait refusal the status line shows, if any
+    has_showcase = SHOWCASE.is_file()
     owned = gr.State({})  # {"portrait": bool, "speech": bool}: which inputs the visitor gave (not an example)
     private: dict[str, Any] = {"api_visibility": "private"}
 
@@ -637,28 +644,29 @@ def build_generate_tab(service: DemoService, redact: Callable[[str], str]) -> Ge
                 status = gr.Markdown("", elem_id="ditto-status", elem_classes=["ditto-status"])
         with gr.Column(scale=2, min_width=320, elem_id="ditto-result"):
             gr.Markdown("### 4 · Result")
-            with gr.Column(visible=SHOWCASE.is_file(), elem_id="ditto-showcase") as showcase:
-                gr.Video(value=str(SHOWCASE) if SHOWCASE.is_file() else None, label="Example result",
+            with gr.Column(visible=has_showcase, elem_id="ditto-showcase") as showcase:
+                gr.Video(value=str(SHOWCASE) if has_showcase else None, label="Example result",
                          interactive=False, height=300, loop=True, elem_id="ditto-showcase-video")
                 gr.Markdown(SHOWCASE_NOTE, elem_id="ditto-showcase-note")
             video_out = gr.Video(label="Talking head", interactive=False, height=420, elem_id="ditto-video",
-                                 visible=not SHOWCASE.is_file())
+                                 visible=not has_showcase)
             summary = gr.Markdown("", elem_classes=["ditto-note"], elem_id="ditto-summary")
-            # The seed and the settings file appear with the first result (empty boxes would only take room).
-            with gr.Row(equal_height=False, visible=False) as seed_row:
-                seed_used = gr.Number(label="Seed used", precision=0, interactive=False, min_width=140, scale=2,
-                                      elem_id="ditto-seed-used")
-                reuse = gr.Button("Reuse seed", size="sm", min_width=100, scale=1, elem_id="ditto-reuse-seed")
-            settings_out = gr.File(label="Settings of this video (Load settings reads them back)", interactive=False,
-                                   visible=False, elem_id="ditto-settings-file")
-            with gr.Accordion("Full timing report (JSON)", open=False):
-                report = gr.JSON(label="Report")
+            # The seed, the settings file and the report appear with the first result (empty boxes only take room).
+            with gr.Column(visible=False, elem_id="ditto-result-details") as details:
+                with gr.Row(equal_height=False):
+                    seed_used = gr.Number(label="Seed used", precision=0, interactive=False, min_width=140, scale=2,
+                                          elem_id="ditto-seed-used")
+                    reuse = gr.Button("Reuse seed", size="sm", min_width=100, scale=1, elem_id="ditto-reuse-seed")
+                settings_out = gr.File(label="Settings of this video (Load settings reads them back)",
+                                       interactive=False, elem_id="ditto-settings-file")
+                with gr.Accordion("Full timing report (JSON)", open=False):
+                    report = gr.JSON(label="Report")
 
     source_file = gr.File(visible=False, label="source")
     api_trigger = gr.Button(visible=False)  # the /generate endpoint's own (never shown) trigger
     example_progress = _ExampleProgress()
     example_rows = _examples(portrait_example, clip_example, speech_example)
-    handlers = _handlers(service, panel, redact, example_progress, example_rows)
+    handlers = _handlers(service, panel, redact, example_progress, example_rows, has_showcase)
     by_name = dict(zip(panel.names, panel.components, strict=True))
     seed_widget = by_name["seed"]
     crop = [by_name[name] for name in _CROP_NAMES]
@@ -682,7 +690,7 @@ def build_generate_tab(service: DemoService, redact: Callable[[str], str]) -> Ge
         preprocess=False, show_progress="hidden", api_name="example_chosen", **private,
     ).then(None, js=scroll_js("ditto-video"))
     # (Gradio's cache event is the one that shows the example's cached result.)
-    examples.cache_event.then(handlers["example_loaded"], outputs=[seed_row, settings_out], queue=False,
+    examples.cache_event.then(handlers["example_loaded"], outputs=details, queue=False,
                               show_progress="hidden", api_name="example_loaded", **private)
 
     # Step 1: remember the active portrait tab; check a portrait as soon as it arrives and draw the crop preview.
@@ -691,10 +699,10 @@ def build_generate_tab(service: DemoService, redact: Callable[[str], str]) -> Ge
     preview_events: dict[str, Any] = {"concurrency_limit": settings.concurrency, "concurrency_id": "preview",
                                       "show_progress": "minimal", "show_progress_on": [crop_preview],
                                       "preprocess": False, **private}
-    image.change(handlers["preview_image"], inputs=[image, *crop], outputs=[image, crop_preview, portrait_note, status],
-                 api_name="preview_image", **preview_events)
-    video.change(handlers["preview_video"], inputs=[video, *crop], outputs=[video, crop_preview, portrait_note, status],
-                 api_name="preview_video", **preview_events)
+    for component, name in ((image, "preview_image"), (video, "preview_video")):
+        component.change(handlers[name], inputs=[component, status, refused_portrait, *crop],
+                         outputs=[component, crop_preview, portrait_note, status, refused_portrait], api_name=name,
+                         **preview_events)
     for component in (image, video):
         component.clear(lambda: "", outputs=portrait_note, queue=False, api_name="forget_portrait_note", **private)
     for component, what in ((image, "portrait"), (video, "portrait"), (audio, "speech")):
@@ -741,7 +749,7 @@ def build_generate_tab(service: DemoService, redact: Callable[[str], str]) -> Ge
         api_name="pick_source", **private,
     ).success(
         handlers["generate_in_page"], inputs=[source_file, audio, *panel.components],
-        outputs=[video_out, report, settings_out, summary, seed_used, seed_row, status], show_progress_on=[video_out],
+        outputs=[video_out, report, settings_out, summary, seed_used, details, status], show_progress_on=[video_out],
         concurrency_limit=settings.concurrency, concurrency_id=CONCURRENCY_ID, api_name="generate_in_page", **private,
     )
     video_out.change(None, js=scroll_js("ditto-video", wait_for_video=True))
@@ -762,8 +770,8 @@ def build_generate_tab(service: DemoService, redact: Callable[[str], str]) -> Ge
     seed_widget.input(handlers["seed_typed"], outputs=random_seed, queue=False, api_name="seed_typed", **private)
 
     # Clear empties the inputs and the results, hides the empty result boxes and shows the example result again.
-    clear.add([image, video, audio, tts_text, source_file, summary, seed_used, report])
-    clear.click(handlers["clear_results"], outputs=[video_out, seed_row, settings_out, showcase, status, audio_info,
+    clear.add([image, video, audio, tts_text, source_file, summary, seed_used, report, settings_out])
+    clear.click(handlers["clear_results"], outputs=[video_out, details, showcase, status, audio_info,
                                                     portrait_note, tts_note, crop_preview, owned],
                 queue=False, api_name="clear_results", **private)
     return GenerateTab(panel, image, video, audio, source_file, video_out, report, settings_out, generate_button,
