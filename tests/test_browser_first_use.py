@@ -266,6 +266,7 @@ def test_phone_text_to_speech_generate_and_watch(browser: Any, app_url: str) -> 
     page = _open(browser, app_url, PHONE)
     try:
         assert page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth") <= 1
+        page.screenshot(path=str(SCREENSHOTS / "generate-phone.png"))  # the landing page, Generate bar at the bottom
         _upload_portrait(page, PORTRAIT)
         accordion = page.locator("#ditto-tts")
         assert accordion.is_visible(), "this host has the offline voice (ditto_demo.speech): the text box is offered"
@@ -311,7 +312,6 @@ def test_phone_sees_the_ready_video(browser: Any, app_url: str, media: dict[str,
         while not _in_view(page, "#ditto-video video") and time.monotonic() < deadline:
             page.wait_for_timeout(200)
         assert _in_view(page, "#ditto-video video"), "the ready video is out of sight on a phone"
-        page.screenshot(path=str(SCREENSHOTS / "generate-phone.png"))
     finally:
         page.close()
 
