@@ -19,6 +19,7 @@ import math
 import os
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -339,10 +340,17 @@ class DemoService:
     def retry_download(self) -> bool:
         """Start a failed checkpoint download again (the page's retry button); ``True`` if it was started."""
         download = self._download
-        if download is None or download.progress().state != "failed":
+        if download is None:
             return False
-        log.info("starting the checkpoint download again")
-        download.start()
+        with self._pipeline_lock:  # two visitors pressing retry start one download
+            if download.progress().state != "failed":
+                return False
+            log.info("starting the checkpoint download again")
+            download.start()
+            # The new run's first act is a fresh snapshot; wait for it so that a second press sees it running.
+            deadline = time.monotonic() + 2.0
+            while download.progress().state == "failed" and time.monotonic() < deadline:
+                time.sleep(0.01)
         return True
 
     # ------------------------------------------------------------------------------------------ cancelling
