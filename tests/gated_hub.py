@@ -17,7 +17,11 @@ from urllib.parse import urlsplit
 
 from fake_hub import FakeHub, _handler_for
 
-__all__ = ["GatedHub", "repository_files"]
+__all__ = ["BACKEND", "GatedHub", "fresh_host_env", "repository_files"]
+
+#: The backend of the download tests: its files are all in the tiny checkpoints (the PyTorch set would need a real
+#: MediaPipe task file, which no test can make).
+BACKEND = "onnx"
 
 
 def repository_files(root: Path) -> dict[str, bytes]:
@@ -25,6 +29,20 @@ def repository_files(root: Path) -> dict[str, bytes]:
     files = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
     files[".gitattributes"] = b"*.pth filter=lfs diff=lfs merge=lfs -text\n"
     return files
+
+
+def fresh_host_env(hub: FakeHub, work: Path) -> dict[str, str]:
+    """What ``python app.py`` on a fresh host sees (for ``launched_app``'s ``extra_env``): no local checkpoints, an
+    empty Hugging Face cache under ``work``, and ``hub`` as the Hub."""
+    return {
+        "DITTO_CHECKPOINTS": "",
+        "DITTO_BACKEND": BACKEND,
+        "HF_ENDPOINT": hub.url,
+        "HF_HUB_OFFLINE": "0",
+        "HF_HOME": str(work / "hf-home"),
+        "HF_HUB_CACHE": str(work / "hf-home" / "hub"),
+        "HF_HUB_DOWNLOAD_TIMEOUT": "120",  # the gate may hold a file for a while
+    }
 
 
 @dataclass

@@ -27,7 +27,7 @@ import huggingface_hub.constants
 import imageio_ffmpeg
 import pytest
 from app_support import ROOT, launched_app
-from gated_hub import GatedHub, repository_files
+from gated_hub import BACKEND, GatedHub, fresh_host_env, repository_files
 
 from ditto_demo.engine.download import CheckpointDownload
 from ditto_demo.engine.hub import HUB_REPO_ID, allow_patterns
@@ -41,9 +41,6 @@ from ditto_demo.ui.service import AppSettings, DemoService, ServiceUnavailableEr
 
 PORTRAIT = ROOT / "assets" / "portrait_illustration.png"
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
-#: The backend of the download tests: its files are all in the tiny checkpoints (the PyTorch set would need a real
-#: MediaPipe task file, which no test can make).
-BACKEND = "onnx"
 TIMEOUT = 120.0
 
 
@@ -321,20 +318,6 @@ def test_a_service_on_a_local_folder_needs_no_polling(tiny_root: Path, tmp_path:
 # ------------------------------------------------------------------------------------ the app, as started
 
 
-def hub_env(hub: GatedHub, work: Path) -> dict[str, str]:
-    """What ``python app.py`` on a fresh host sees: no local checkpoints, an empty cache, the (local) Hub."""
-    return {
-        "DITTO_CHECKPOINTS": "",
-        "DITTO_BACKEND": BACKEND,
-        "HF_ENDPOINT": hub.url,
-        "HF_HUB_OFFLINE": "0",
-        "HF_HOME": str(work / "hf-home"),
-        "HF_HUB_CACHE": str(work / "hf-home" / "hub"),
-        "HF_HUB_DOWNLOAD_TIMEOUT": "120",  # the gate may hold a file for a while
-        "DITTO_MAX_AUDIO_SECONDS": "1",
-    }
-
-
 def test_the_app_serves_at_once_and_generates_when_the_download_is_done(
     repo: dict[str, bytes], tmp_path: Path, speech: Path
 ) -> None:
@@ -344,7 +327,7 @@ def test_the_app_serves_at_once_and_generates_when_the_download_is_done(
 
     hub = GatedHub(HUB_REPO_ID, dict(repo)).start()
     try:
-        with launched_app(Path(""), tmp_path, hub_env(hub, tmp_path)) as url:
+        with launched_app(Path(""), tmp_path, fresh_host_env(hub, tmp_path)) as url:
             assert hub.served == 0  # the page answers while no checkpoint file has arrived
             config = httpx.get(url + "config", timeout=10).text
             assert "The Ditto checkpoints are being downloaded" in config
