@@ -330,7 +330,7 @@ def test_the_app_serves_at_once_and_generates_when_the_download_is_done(
         with launched_app(Path(""), tmp_path, fresh_host_env(hub, tmp_path)) as url:
             assert hub.served == 0  # the page answers while no checkpoint file has arrived
             config = httpx.get(url + "config", timeout=10).text
-            assert "The Ditto checkpoints are being downloaded" in config
+            assert "Generation starts when the Ditto checkpoints are downloaded" in config
             assert str(tmp_path / "hf-home") not in config  # server folders are never shown
             client = Client(url, verbose=False, download_files=str(tmp_path / "downloads"))
             try:
@@ -352,7 +352,7 @@ def test_the_app_serves_at_once_and_generates_when_the_download_is_done(
 
                 _until(generated, what="a generation after the download")
                 for refused in refusals:  # only "not yet", never another failure
-                    assert "The Ditto checkpoints are being downloaded" in refused, refused
+                    assert "Generation starts when the Ditto checkpoints are downloaded" in refused, refused
             finally:
                 client.close()
         _, report, _ = result[0]

@@ -405,8 +405,8 @@ class DemoService:
         progress = self.checkpoint_progress()
         if progress is not None and not progress.finished:
             return (
-                "**The Ditto checkpoints are being downloaded; generation starts when they are ready.** "
-                f"{progress.summary()}. This page enables Generate by itself: no need to reload."
+                "**Generation starts when the Ditto checkpoints are downloaded.** "
+                f"{progress.summary().rstrip('.…')}. This page enables Generate by itself: no need to reload."
             )
         problem = self.problem
         if progress is not None and progress.state == "failed" and self.pipeline is None and problem is None:
