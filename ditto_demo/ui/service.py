@@ -266,7 +266,7 @@ class DemoService:
             self.settings = dataclasses.replace(self.settings, concurrency=self.pool.capacity)
             pipeline = PoolPipeline(self.pool)  # type: ignore[assignment]
         self.pipeline: Pipeline | None = pipeline
-        if pipeline is None and self.problem is None:
+        if pipeline is None:  # also when workers could not start: the app's own pipeline serves, as before
             self._find_checkpoints(download)
 
     def _find_checkpoints(self, download: CheckpointDownload | None) -> None:
@@ -309,7 +309,6 @@ class DemoService:
             )
             log.error("starting without a complete checkpoint folder: %s", self.problem)
             return
-        self.problem = None
         self.pipeline = pipeline
 
     def _take_download(self) -> None:
