@@ -87,3 +87,21 @@ def chromium_path() -> str | None:
         if found:
             return found
     return None
+
+
+@contextmanager
+def launched_chromium(extra_args: list[str] | None = None) -> Iterator[object]:
+    """Headless Debian Chromium driven by Playwright (the browser tests' one launcher); skips the test without it."""
+    import pytest
+
+    executable = chromium_path()
+    if executable is None:
+        pytest.skip("Chromium is not installed (make test installs it from packages-test.txt)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, args=[*CHROMIUM_FLAGS, *(extra_args or [])])
+        try:
+            yield chromium
+        finally:
+            chromium.close()

@@ -23,7 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
-from app_support import CHROMIUM_FLAGS, ROOT, chromium_path, launched_app
+from app_support import ROOT, launched_app, launched_chromium
 
 pytestmark = pytest.mark.browser
 
@@ -60,15 +60,8 @@ def app_url(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    executable = chromium_path()
-    if executable is None:
-        pytest.skip("Chromium is not installed (make test installs it from packages-test.txt)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+    with launched_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from app_support import CHROMIUM_FLAGS, ROOT, chromium_path, free_port
+from app_support import ROOT, free_port, launched_chromium
 
 from ditto_demo.ui.app import build_app, launch_kwargs
 from ditto_demo.ui.service import AppSettings, DemoService
@@ -100,18 +100,8 @@ def app(tiny_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[A
 
 @pytest.fixture(scope="module")
 def browser(microphone_wav: Path) -> Iterator[Any]:
-    executable = chromium_path()
-    if executable is None:
-        pytest.skip("Chromium is not installed (make test installs it)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=executable,
-            args=[*CHROMIUM_FLAGS, *FAKE_MEDIA, f"--use-file-for-fake-audio-capture={microphone_wav}"],
-        )
+    with launched_chromium([*FAKE_MEDIA, f"--use-file-for-fake-audio-capture={microphone_wav}"]) as chromium:
         yield chromium
-        chromium.close()
 
 
 # ------------------------------------------------------------------------------------------------- helpers

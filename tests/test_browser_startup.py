@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from app_support import CHROMIUM_FLAGS, ROOT, chromium_path, launched_app
+from app_support import ROOT, launched_app, launched_chromium
 from gated_hub import BACKEND, GatedHub, fresh_host_env, repository_files
 
 from ditto_demo.engine.hub import HUB_REPO_ID, allow_patterns
@@ -55,15 +55,8 @@ def app_url(hub: GatedHub, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    executable = chromium_path()
-    if executable is None:
-        pytest.skip("Chromium is not installed (make test installs it from packages-test.txt)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+    with launched_chromium() as chromium:
         yield chromium
-        chromium.close()
 
 
 @pytest.fixture(scope="module")

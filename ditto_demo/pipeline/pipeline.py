@@ -274,7 +274,7 @@ class Pipeline:
         first_frame: float | None,
     ) -> Result:
         first = renders[0]
-        total = clock.elapsed()
+        total = clock.since_start()
         result = Result(
             video=target,
             seed=first.plan.seed,
@@ -539,10 +539,8 @@ class _RunClock:
         self._phase = now
 
     def since_start(self) -> float:
+        """Seconds since the run began."""
         return time.perf_counter() - self.started
-
-    def elapsed(self) -> float:
-        return self.since_start()
 
 
 def _write_frames(
