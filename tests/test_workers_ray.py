@@ -36,7 +36,8 @@ from ditto_demo.workers import WORKER_STOPPED, PoolSettings, WorkerConfig, Worke
 # Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when it is imported, so it is imported only once the cluster fixture
 # has set it (a driver that read it unset connects to the machine's routable address, where nothing listens).
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                                reason="Ray is the optional extra [ray] (requirements-test.txt installs it)")
+                                reason="Ray is the optional extra [ray], which the test command does not install "
+                                       "(pip install '.[ray]' to run these)")
 
 #: What the cluster, the test process and the app need to stay on this machine and leave no trace outside it.
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
