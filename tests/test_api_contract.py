@@ -58,10 +58,7 @@ VALID_TEXT = {
 #: The settings JSON parameters and the name their refusals give them.
 SETTINGS_NAMES = {"settings_a": "Settings A", "settings_b": "Settings B", "settings": "Settings"}
 #: Known gaps, kept visible: strict, so each turns into a failure (remove the mark) once it is fixed.
-PENDING = {
-    ("/generate", "steps"): "steps' Dropdown values are ints while Gradio documents and sends strings "
-                            "(ditto_demo/ui/widgets.py, helper G1's file: a patch is proposed to the lead)",
-}
+PENDING: dict[tuple[str, str], str] = {}
 #: The longest output name we accept (Gradio derives it from the component's label).
 MAX_OUTPUT_NAME = 24
 
@@ -226,22 +223,12 @@ def test_documented_values_are_accepted(endpoint: str, name: str, api: dict[str,
         _check_arrived(endpoint, name, value, report)
 
 
-@pytest.mark.xfail(strict=True, reason="the Generate tab's settings file is labelled 'Settings of this video (Load "
-                                       "settings reads them back)' (ditto_demo/ui/generate_tab.py, helper G1's file)")
 def test_outputs_have_short_names(api: dict[str, Any]) -> None:
     for endpoint, info in api["named_endpoints"].items():
         names = [sanitize_parameter_names(r["label"]) for r in info["returns"]]
         assert len(set(names)) == len(names), endpoint
         for name in names:
             assert len(name) <= MAX_OUTPUT_NAME, f"{endpoint} returns {name!r}"
-
-
-def test_other_outputs_have_short_names(api: dict[str, Any]) -> None:
-    """The outputs that are short today stay so (the settings file's name is pending, above)."""
-    for endpoint, info in api["named_endpoints"].items():
-        for label in [r["label"] for r in info["returns"]]:
-            if not label.startswith("Settings of this video"):
-                assert len(sanitize_parameter_names(label)) <= MAX_OUTPUT_NAME, f"{endpoint} returns {label!r}"
 
 
 def test_the_snippet_on_the_page_runs(app_url: str, speech: Path, work: Path) -> None:

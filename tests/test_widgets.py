@@ -60,3 +60,20 @@ def test_bad_text_is_a_user_error(panel: ControlPanel) -> None:
     values[panel.names.index("emotion")] = "joy"
     with pytest.raises(InputError, match="Unknown emotion 'joy'"):
         panel.to_controls(*values)
+
+
+def test_quality_values_are_the_strings_gradio_documents(panel: ControlPanel) -> None:
+    """Gradio documents a Dropdown's values as strings; the step count is read back from text or a number."""
+    quality = panel.components[panel.names.index("steps")]
+    assert all(isinstance(value, str) for _, value in quality.choices)
+    assert quality.api_info()["enum"] == ["10", "25", "50"]
+    values = panel.values_for(Controls())
+    assert values[panel.names.index("steps")] == "10"  # the checkpoint's default, shown as its choice
+    for given, steps in (("50", 50), (25, 25), (" 12 ", 12), (30.0, 30), ("", None)):
+        values[panel.names.index("steps")] = given
+        assert panel.to_controls(*values).steps == steps, given
+    for bad, message in (("lots", "Cannot read the quality 'lots'"), ("10.5", "must be a whole number"),
+                         ("1", "must be between 2 steps and 100 steps")):
+        values[panel.names.index("steps")] = bad
+        with pytest.raises(InputError, match=message):
+            panel.to_controls(*values)

@@ -657,7 +657,7 @@ def build_generate_tab(service: DemoService, redact: Callable[[str], str]) -> Ge
                     seed_used = gr.Number(label="Seed used", precision=0, interactive=False, min_width=140, scale=2,
                                           elem_id="ditto-seed-used")
                     reuse = gr.Button("Reuse seed", size="sm", min_width=100, scale=1, elem_id="ditto-reuse-seed")
-                settings_out = gr.File(label="Settings of this video (Load settings reads them back)",
+                settings_out = gr.File(label="Settings",
                                        interactive=False, elem_id="ditto-settings-file")
                 with gr.Accordion("Full timing report (JSON)", open=False):
                     report = gr.JSON(label="Report")

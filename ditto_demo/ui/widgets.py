@@ -100,7 +100,11 @@ class ControlPanel:
             checkpoint = self.checkpoint_defaults.get("steps")
             if checkpoint is not None and checkpoint not in choices.values():
                 choices[f"Checkpoint default ({checkpoint} steps)"] = checkpoint
-            return gr.Dropdown(choices=[(k, v) for k, v in choices.items()], **{**common, "label": "Quality"})
+            # String values: Gradio's API documents a Dropdown's values as strings and clients send them so;
+            # ``_parse`` turns them back into the step count. Custom values let API callers who pass the number
+            # (``steps=25``) through, and let a visitor type a step count; the Controls check bounds either.
+            return gr.Dropdown(choices=[(k, str(v)) for k, v in choices.items()], allow_custom_value=True,
+                               **{**common, "label": "Quality"})
         if name == "seed":
             return gr.Number(precision=0, minimum=0, maximum=info.high, **{**common, "label": "Seed"})
         if name == "emotion":
@@ -135,6 +139,8 @@ class ControlPanel:
             return "; ".join(":".join(f"{v:g}" for v in frame) for frame in value or ())
         if name == "drive_eyes":
             return {None: "auto", True: "on", False: "off"}[value]
+        if name == "steps":
+            return None if value is None else str(value)
         return value
 
     def values_for(self, controls: Controls) -> list[Any]:
@@ -165,6 +171,15 @@ class ControlPanel:
             return _TRISTATE.get(value or "auto")
         if name == "seed":
             return None if value in (None, "") else int(value)
+        if name == "steps" and isinstance(value, str | int | float) and not isinstance(value, bool):
+            if str(value).strip() == "":
+                return None  # the checkpoint's own default
+            try:
+                number = float(value)
+            except ValueError:
+                raise InputError(f"Cannot read the quality {value!r}: give a number of steps, for instance "
+                                 f"{', '.join(str(v) for v in QUALITY_PRESETS.values())}.") from None
+            return int(number) if number.is_integer() else number  # Controls refuses a fraction in words
         if isinstance(value, float) and value.is_integer() and control_info()[name][0].step == 1:
             return int(value)
         return value
