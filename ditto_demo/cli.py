@@ -26,6 +26,9 @@ __all__ = ["main"]
 log = logging.getLogger("ditto_demo")
 
 EXIT_USAGE = 2
+#: ``ditto_demo.testing.checkpoints.TEST_SIZES``, restated so that parsing the command line does not import torch
+#: (tests/test_cli.py checks the two agree).
+TEST_SIZES = ("micro", "tiny", "full")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -225,8 +228,9 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--backend", choices=BACKENDS, default="auto")
     bench.add_argument("--device", choices=DEVICES, default="auto")
-    bench.add_argument("--size", choices=("tiny", "full"), default="tiny",
-                       help="random-weight test networks: tiny widths (smoke) or the released sizes")
+    bench.add_argument("--size", choices=TEST_SIZES, default="tiny",
+                       help="random-weight test networks: micro (live runs on a small CPU), tiny widths (smoke) or "
+                            "the released sizes")
     bench.add_argument("--runs", type=int, default=5, help="measured runs; medians and p05/p95 over them")
     bench.add_argument("--warmup", type=int, default=1, help="runs done first and discarded")
     bench.add_argument("--audio-seconds", type=float,
@@ -310,7 +314,9 @@ def _build_parser() -> argparse.ArgumentParser:
         help="write random-weight checkpoints in the Hub layout (test data: they produce no real face)",
     )
     test_ckpt.add_argument("dir", help="folder to write (created if needed)")
-    test_ckpt.add_argument("--size", choices=("tiny", "full"), default="tiny", help="tiny widths or released sizes")
+    test_ckpt.add_argument("--size", choices=TEST_SIZES, default="tiny",
+                           help="tiny widths, micro (tiny with a smaller feature grid, for live runs) or the "
+                                "released sizes")
     test_ckpt.add_argument("--seed", type=int, default=0)
     test_ckpt.set_defaults(func=_make_test_checkpoints)
     return parser

@@ -14,7 +14,9 @@ from ditto_demo.engine.export import example_inputs
 from ditto_demo.engine.hub import missing_files
 from ditto_demo.engine.specs import MODEL_CONFIG_FILE
 from ditto_demo.errors import CheckpointError
-from ditto_demo.testing.checkpoints import TINY_MODEL_CONFIG, write_test_checkpoints
+from ditto_demo.testing.checkpoints import MICRO_MODEL_CONFIG, TEST_SIZES, TINY_MODEL_CONFIG, write_test_checkpoints
+
+ASSETS = Path(__file__).resolve().parents[1] / "assets"
 
 
 @pytest.fixture(scope="module")
@@ -88,3 +90,28 @@ def test_full_size_has_released_shapes_and_no_model_config(tmp_path: Path) -> No
     assert net.input_shapes["kp_source"] == (1, 21, 3)
     with pytest.raises(ValueError, match="size must be"):
         write_test_checkpoints(tmp_path / "x", "medium")  # type: ignore[arg-type]
+
+
+def test_micro_is_tiny_with_a_smaller_grid_that_still_renders_512(tmp_path: Path) -> None:
+    """The live size: a 16×16 feature grid (tiny's is 32×32) and an ×8 pixel shuffle, so frames stay 512×512."""
+    from ditto_demo.cli import TEST_SIZES as CLI_SIZES
+    from ditto_demo.pipeline import Controls, Pipeline
+
+    assert CLI_SIZES == TEST_SIZES
+    root = write_test_checkpoints(tmp_path / "micro", "micro", seed=1)
+    assert json.loads((root / MODEL_CONFIG_FILE).read_text()) == MICRO_MODEL_CONFIG
+    assert missing_files(root, "onnx") == []
+    image = np.random.default_rng(0).random((1, 3, 256, 256), np.float32)
+    features = load_network("appearance_extractor", root, backend="onnx")(image=image)["pred"]
+    assert features.shape == (1, 2, 2, 16, 16)
+    warped = load_network("warp_network", root)(feature_3d=features, kp_source=np.zeros((1, 21, 3), np.float32),
+                                                kp_driving=np.zeros((1, 21, 3), np.float32))["out"]
+    assert load_network("decoder", root)(feature=warped)["output"].shape == (1, 3, 512, 512)
+    pipeline = Pipeline(root, backend="torch", device="cpu")
+    audio = np.zeros(16000, np.float32)
+    frames = list(pipeline.stream(ASSETS / "portrait_illustration.png", [audio[:8000], audio[8000:]],
+                                  Controls(steps=2, seed=3)))
+    assert len(frames) >= 25  # a second of speech, plus the tail the stream flushes
+    assert [f.index for f in frames] == list(range(len(frames)))
+    assert frames[0].image.shape == (640, 512, 3)  # the illustration's framing, as at tiny
+    assert frames[0].image.std() > 0  # a picture, not a constant

@@ -37,13 +37,13 @@ PIPELINE_PARTS = ("offline", "online", "paced", "paced_reference", "streams")
 
 @dataclass(frozen=True)
 class BenchOptions:
-    """What to benchmark. ``audio_seconds`` ``None`` means 4 s at ``tiny`` and 8 s at ``full``; ``steps`` ``None``
-    keeps the checkpoint's defaults (50 offline, 10 streaming); ``checkpoints`` ``None`` writes random-weight test
-    checkpoints of ``size`` (seed 0) into a temporary folder, removed afterwards."""
+    """What to benchmark. ``audio_seconds`` ``None`` means 4 s at ``micro`` and ``tiny``, 8 s at ``full``;
+    ``steps`` ``None`` keeps the checkpoint's defaults (50 offline, 10 streaming); ``checkpoints`` ``None`` writes
+    random-weight test checkpoints of ``size`` (seed 0) into a temporary folder, removed afterwards."""
 
     backend: str = "auto"
     device: str = "auto"
-    size: Literal["tiny", "full"] = "tiny"
+    size: Literal["micro", "tiny", "full"] = "tiny"
     runs: int = 5
     warmup: int = 1
     audio_seconds: float | None = None
@@ -65,8 +65,8 @@ class BenchOptions:
     compile: str | None = None
 
     def __post_init__(self) -> None:
-        if self.size not in ("tiny", "full"):
-            raise InputError(f"--size must be tiny or full, not {self.size!r}.")
+        if self.size not in ("micro", "tiny", "full"):
+            raise InputError(f"--size must be micro, tiny or full, not {self.size!r}.")
         if self.runs < 1:
             raise InputError(f"--runs must be at least 1 (medians need runs), not {self.runs}.")
         if self.warmup < 0:
@@ -94,7 +94,7 @@ class BenchOptions:
         """The audio length actually used."""
         if self.audio_seconds is not None:
             return float(self.audio_seconds)
-        return 4.0 if self.size == "tiny" else 8.0
+        return 8.0 if self.size == "full" else 4.0
 
     def runs_part(self, part: str) -> bool:
         """Whether ``part`` runs (the real-time parts also need ``paced``)."""

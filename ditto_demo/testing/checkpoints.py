@@ -8,6 +8,11 @@ released ones. Everything runs on a CPU in seconds at ``tiny``; the output is no
 Tiny networks keep every size that other stages depend on (21 keypoints, 66 pose bins, the 265-d motion and
 1103-d condition layouts, 80-frame windows, 256 px input and 512 px output) and shrink internal widths and the
 feature grid (32×32×2 instead of 64×64×16).
+
+``size="micro"`` is the tiny set with a 16×16×2 feature grid and an ×8 pixel shuffle (still 512 px out): the
+size for live runs on a small CPU, where the tiny warp and decoder (about 28 and 39 ms a frame on one core) cannot
+keep 25 fps next to a browser; micro's take about 10 and 24 ms. It exists for latency and frame-rate
+measurements of the live path, not for fidelity.
 """
 
 from __future__ import annotations
@@ -25,7 +30,11 @@ from ditto_demo.engine.export import export_network
 from ditto_demo.engine.specs import CORE_NETWORKS, MODEL_CONFIG_FILE, get_spec
 from ditto_demo.testing.standins import write_standin_aux_models
 
-__all__ = ["TINY_MODEL_CONFIG", "write_cfg_pickles", "write_test_checkpoints"]
+__all__ = ["MICRO_MODEL_CONFIG", "TEST_SIZES", "TINY_MODEL_CONFIG", "write_cfg_pickles", "write_test_checkpoints"]
+
+#: The sizes ``write_test_checkpoints`` makes, smallest first (``full`` = the released hyper-parameters).
+TEST_SIZES = ("micro", "tiny", "full")
+TestSize = Literal["micro", "tiny", "full"]
 
 #: Constructor arguments of the tiny test networks (written to ``model_config.json``).
 TINY_MODEL_CONFIG: dict[str, dict[str, Any]] = {
@@ -43,6 +52,14 @@ TINY_MODEL_CONFIG: dict[str, dict[str, Any]] = {
     "decoder": {"max_features": 16, "block_expansion": 4, "out_channels": 4, "spade_hidden": 8, "upscale": 4},
     "stitch_network": {"hidden_sizes": [8, 8]},
     "lmdm": {"latent_dim": 32, "ff_size": 64, "num_layers": 1, "num_encoder_layers": 1, "num_heads": 2},
+}
+
+#: The tiny set with the feature grid halved again (256 / 2⁴ = 16) and the decoder's pixel shuffle doubled to ×8,
+#: so that the output stays 512×512: the warp and the decoder's middle blocks cost about a quarter of tiny's.
+MICRO_MODEL_CONFIG: dict[str, dict[str, Any]] = {
+    **TINY_MODEL_CONFIG,
+    "appearance_extractor": {**TINY_MODEL_CONFIG["appearance_extractor"], "num_down_blocks": 4},
+    "decoder": {**TINY_MODEL_CONFIG["decoder"], "upscale": 8},
 }
 
 _EYE_KEYPOINTS = (11, 13, 15, 16, 18)
@@ -107,19 +124,19 @@ def write_cfg_pickles(root: Path, seed: int = 0) -> list[Path]:
 
 
 def write_test_checkpoints(
-    root: Path, size: Literal["tiny", "full"] = "tiny", seed: int = 0, *, export_onnx: bool | None = None
+    root: Path, size: TestSize = "tiny", seed: int = 0, *, export_onnx: bool | None = None
 ) -> Path:
     """Write a complete checkpoint root with random weights under ``root``; returns ``root``.
 
-    ``export_onnx`` (default: only for ``tiny``) also writes our ONNX exports under the released ``ditto_onnx``
+    ``export_onnx`` (default: for ``tiny`` and ``micro``) also writes our ONNX exports under the released ``ditto_onnx``
     names, so the ONNX Runtime backend finds a released-style set; full-size exports are large and slow, and the
     ONNX backend exports on demand anyway.
     """
-    if size not in ("tiny", "full"):
-        raise ValueError(f"size must be 'tiny' or 'full', not {size!r}")
+    if size not in TEST_SIZES:
+        raise ValueError(f"size must be one of {', '.join(TEST_SIZES)}, not {size!r}")
     root = Path(root)
     torch.manual_seed(seed)
-    config = TINY_MODEL_CONFIG if size == "tiny" else {}
+    config = {"micro": MICRO_MODEL_CONFIG, "tiny": TINY_MODEL_CONFIG}.get(size, {})
     for name in CORE_NETWORKS:
         spec = get_spec(name)
         module = instantiate(spec, config.get(name))
@@ -133,7 +150,7 @@ def write_test_checkpoints(
         config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     else:
         config_path.unlink(missing_ok=True)
-    if export_onnx if export_onnx is not None else size == "tiny":
+    if export_onnx if export_onnx is not None else size != "full":
         for name in CORE_NETWORKS:
             export_network(name, root, root / get_spec(name).onnx[0].path)
     write_standin_aux_models(root)
