@@ -8,6 +8,7 @@ pipeline is exercised through the WebSocket in test_live_server.py.
 from __future__ import annotations
 
 import itertools
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -56,6 +57,50 @@ class StandInPipeline:
                 index += 1
             if cancel is not None and cancel.is_set():
                 break
+        raise CancelledError("stopped")
+
+
+class ClipPipeline(StandInPipeline):
+    """Frames in clips of ``clip`` that are admitted together (as the low-latency motion stage hands the stitch
+    thread five frames at once), rendered one after another by a render thread that takes ``per_frame_s`` each."""
+
+    def __init__(self, per_frame_s: float, clip: int = 5) -> None:
+        super().__init__(per_frame_s=per_frame_s)
+        self.clip = clip
+
+    def stream(self, source: Any, audio_chunks: Iterable[np.ndarray], controls: Controls | None = None, *,
+               cancel: threading.Event | None = None, live: LiveControls | None = None,
+               skip_frame: Callable[[int], bool] | None = None) -> Iterator[StreamFrame]:
+        admitted: queue.Queue[int | None] = queue.Queue()
+        out: queue.Queue[StreamFrame | None] = queue.Queue()
+
+        def admit() -> None:
+            total, index = 0, 0
+            for chunk in audio_chunks:
+                total += chunk.size
+                while total >= (index + self.clip) * SPF:
+                    for k in range(index, index + self.clip):
+                        self.asked.append(k)
+                        if skip_frame is None or not skip_frame(k):
+                            admitted.put(k)
+                    index += self.clip
+                if cancel is not None and cancel.is_set():
+                    break
+            admitted.put(None)
+
+        def render() -> None:
+            while (k := admitted.get()) is not None:
+                time.sleep(self.per_frame_s)
+                out.put(StreamFrame(k, k / 25, np.zeros((4, 4, 3), np.uint8), time.perf_counter()))
+            out.put(None)
+
+        threads = [threading.Thread(target=admit, daemon=True), threading.Thread(target=render, daemon=True)]
+        for thread in threads:
+            thread.start()
+        while (frame := out.get()) is not None:
+            yield frame
+        for thread in threads:
+            thread.join()
         raise CancelledError("stopped")
 
 
@@ -268,6 +313,32 @@ def test_late_frames_are_not_rendered(threads_checked: None) -> None:
     assert len(pipeline.asked) > len(recorder.frames)  # some were dropped before rendering ...
     assert avatar.stats()["dropped_frames"] > 0
     assert now - recorder.frames[-1].media_time < 0.3 + 0.25  # ... so the delay stays bounded
+
+
+def test_a_renderer_that_keeps_up_renders_every_frame_of_a_clip(threads_checked: None) -> None:
+    """Five frames arrive at once; a renderer at twice real time finishes them before the next clip, so none is
+    dropped (admission counted frames in flight once, and dropped two of every five)."""
+    recorder, pipeline = Recorder(), ClipPipeline(per_frame_s=0.02)
+    avatar = _avatar(pipeline, recorder).start()
+    time.sleep(3.0)
+    avatar.stop()
+    assert len(pipeline.asked) >= 50
+    assert avatar.stats()["dropped_frames"] <= 0.05 * len(pipeline.asked)
+    assert len(recorder.frames) >= 0.9 * len(pipeline.asked)
+
+
+def test_a_renderer_slower_than_real_time_drops_clip_frames_and_stays_in_time(threads_checked: None) -> None:
+    recorder, pipeline = Recorder(), ClipPipeline(per_frame_s=0.08)  # half real time
+    avatar = _avatar(pipeline, recorder, max_delay_s=0.5, max_backlog_s=5.0).start()
+    time.sleep(3.0)
+    now = avatar.session_time()
+    avatar.stop()
+    assert now is not None
+    assert avatar.stats()["dropped_frames"] > 0.2 * len(pipeline.asked)
+    # Frames come out at most max_delay_s + max_queue_s (+ one frame's render) after their audio.
+    lateness = [f.ready_at - f.media_time for f in recorder.frames]
+    assert max(lateness) < 0.5 + 0.25 + 0.08 + 0.1
+    assert now - recorder.frames[-1].media_time < 0.5 + 0.4
 
 
 def test_errors_end_the_avatar_with_a_sentence(threads_checked: None) -> None:

@@ -54,6 +54,8 @@ _ONSET_WINDOW = SAMPLE_RATE // 50
 #: How long the feeder waits at most between two looks at the clock.
 _TICK_S = 0.02
 _TICK_SAMPLES = int(_TICK_S * SAMPLE_RATE)
+#: Weight of the newest gap in the renderer's running pace (about the last ten frames count).
+_COST_WEIGHT = 0.2
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,13 @@ class AvatarOptions:
     jitter_s: float = 0.06
     #: A frame whose audio is older than this when its turn comes to be rendered is dropped.
     max_delay_s: float = 1.0
-    #: Frames being rendered at once at most; a frame that finds them all busy is dropped, not queued.
-    max_in_flight: int = 3
+    #: Rendering queued ahead of a new frame at most, in seconds at the renderer's measured pace (frames in flight
+    #: × the time between frames out). A frame that would wait longer is dropped, not queued: a renderer slower
+    #: than real time renders the freshest frames it can finish in time, while one that keeps up renders every
+    #: frame of a motion clip, whose frames arrive together (5 at once with the low-latency overlap).
+    max_queue_s: float = 0.25
+    #: A hard cap on frames being rendered at once, whatever the pace.
+    max_in_flight: int = 12
     #: When the feeder falls this far behind the clock, whole frames of audio are skipped to catch up.
     max_backlog_s: float = 0.5
     #: Microphone audio waiting beyond this is dropped, oldest first.
@@ -219,6 +226,8 @@ class Avatar:
         self._onset_carry = np.zeros(0, np.float32)
         self._counters = _Counters()
         self._in_flight = 0  # frames admitted to rendering and not out yet
+        self._frame_cost = 1.0 / FPS  # the renderer's time between frames out while busy (an average, seconds)
+        self._last_out: float | None = None  # when the last frame came out, if frames were queued behind it
         self._thread = threading.Thread(target=self._run, name=f"ditto-{name}", daemon=True)
 
     # ------------------------------------------------------------------------------------------- lifecycle
@@ -503,14 +512,16 @@ class Avatar:
     def _skip_frame(self, index: int) -> bool:
         """Admission to rendering (stitch thread): True drops frame ``index`` before any work is spent on it.
 
-        A frame is dropped when its audio is already older than ``max_delay_s``, or when ``max_in_flight`` frames
-        are being rendered: a renderer slower than real time then renders the freshest frames it can finish in
-        time instead of half-rendering frames that would come out too late. Frame 0 is always rendered.
+        A frame is dropped when its audio is already older than ``max_delay_s``, or when the frames ahead of it
+        would keep it waiting more than ``max_queue_s`` (or ``max_in_flight`` are being rendered): a renderer
+        slower than real time then renders the freshest frames it can finish in time instead of half-rendering
+        frames that would come out too late. Frame 0 is always rendered.
         """
         now = self.session_time()
         with self._cond:
             late = now is not None and now - self._frame_sample(index) / SAMPLE_RATE > self.options.max_delay_s
-            if index > 0 and (late or self._in_flight >= self.options.max_in_flight):
+            queued = self._in_flight * self._frame_cost > self.options.max_queue_s
+            if index > 0 and (late or queued or self._in_flight >= self.options.max_in_flight):
                 return True
             self._in_flight += 1
             return False
@@ -551,6 +562,10 @@ class Avatar:
             counters.last_media = sample / SAMPLE_RATE
             counters.recent.append(now)
             self._in_flight = max(0, self._in_flight - 1)
+            if self._last_out is not None:  # frames were waiting behind the last one: this gap is the pace
+                gap = min(max(now - self._last_out, 0.001), 2.0)
+                self._frame_cost += _COST_WEIGHT * (gap - self._frame_cost)
+            self._last_out = now if self._in_flight else None
         self.sink.on_frame(AvatarFrame(frame.index, sample / SAMPLE_RATE, frame.image, driven, now))
 
     def _emit(self, events: list[dict[str, Any]]) -> None:
