@@ -213,17 +213,19 @@ def test_speech_is_fed_and_sent_back_exactly(threads_checked: None) -> None:
 def test_text_is_spoken_sentence_by_sentence_and_queued(threads_checked: None) -> None:
     recorder, pipeline = Recorder(), StandInPipeline()
     avatar = _avatar(pipeline, recorder).start()
-    avatar.speak("One. Two three.")
+    avatar.speak("Zero, one. Two three.")
     avatar.speak("Four.")  # queued while the first text speaks
     recorder.wait_for(lambda: recorder.states().count("idle") >= 1 and not avatar.stats()["queued_speech_s"], 15)
     avatar.stop()
     voice = StandInVoice()
     gap = np.zeros(round(0.2 * SR), np.float32)
-    spoken = [voice.synthesize("One."), gap, voice.synthesize("Two three."), voice.synthesize("Four.")]
+    # The first sentence's first clause is synthesized (and fed) ahead of the rest of it.
+    spoken = [voice.synthesize("Zero,"), voice.synthesize("one."), gap, voice.synthesize("Two three."),
+              voice.synthesize("Four.")]
     expected = np.concatenate(spoken)
     np.testing.assert_array_equal(np.concatenate([a for _, a in recorder.audio]), expected)
     texts = [e["text"] for e in recorder.events if e.get("state") == "speaking"]
-    assert texts == ["One.", "Four."]  # one speaking state per utterance, no idle in between
+    assert texts == ["Zero,", "Four."]  # one speaking state per utterance, no idle in between
 
 
 def test_interrupt_drops_unfed_speech_at_once(threads_checked: None) -> None:

@@ -22,7 +22,7 @@ from ditto_demo.speech import (
     write_speech,
 )
 from ditto_demo.speech.packaged import PackagedVoice, packaged_voice_files
-from ditto_demo.speech.text import Clause, split_clauses, split_sentences
+from ditto_demo.speech.text import Clause, split_clauses, split_first_clause, split_sentences
 
 RATE = 16000
 
@@ -65,6 +65,16 @@ def test_check_text_limits() -> None:
 )
 def test_split_sentences(text: str, sentences: list[str]) -> None:
     assert split_sentences(check_text(text)) == sentences
+
+
+def test_split_first_clause() -> None:
+    assert split_first_clause("Hello, and welcome to the demo.") == ["Hello,", "and welcome to the demo."]
+    assert split_first_clause("One - two; three.") == ["One -", "two; three."]
+    assert split_first_clause("It costs 1,000 dollars at 3:30, really.") == ["It costs 1,000 dollars at 3:30,",
+                                                                            "really."]
+    assert split_first_clause("No clause here.") == ["No clause here."]
+    assert split_first_clause("Trailing mark only,") == ["Trailing mark only,"]
+    assert split_first_clause(", leading mark then words.") == [", leading mark then words."]
 
 
 def test_split_clauses_keeps_each_mark() -> None:

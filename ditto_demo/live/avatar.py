@@ -630,12 +630,17 @@ class Avatar:
             if self._voice is None:
                 raise DittoError("Speech from text is not available on this server.")
             from ditto_demo.speech import SENTENCE_GAP_SECONDS
+            from ditto_demo.speech.text import split_first_clause
 
             voice = self._voice()
             sentences = voice.sentences(value)
             gap = np.zeros(round(SENTENCE_GAP_SECONDS * SAMPLE_RATE), np.float32)
             for number, sentence in enumerate(sentences):
-                samples = np.asarray(voice.synthesize(sentence), np.float32).reshape(-1)
-                if number + 1 < len(sentences):
-                    samples = np.concatenate([samples, gap])
-                yield samples, sentence
+                # The first sentence's first clause goes ahead on its own: the first words are heard after a
+                # short synthesis, while the rest of the sentence is synthesized as it plays.
+                parts = split_first_clause(sentence) if number == 0 else [sentence]
+                for part_number, part in enumerate(parts):
+                    samples = np.asarray(voice.synthesize(part), np.float32).reshape(-1)
+                    if part_number + 1 == len(parts) and number + 1 < len(sentences):
+                        samples = np.concatenate([samples, gap])
+                    yield samples, part

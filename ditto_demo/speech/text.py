@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ditto_demo.errors import InputError
 
-__all__ = ["MAX_TEXT_CHARACTERS", "Clause", "check_text", "split_clauses", "split_sentences"]
+__all__ = ["MAX_TEXT_CHARACTERS", "Clause", "check_text", "split_clauses", "split_first_clause", "split_sentences"]
 
 #: Longer text makes more speech than the app animates in one go, and holds the CPU for long.
 MAX_TEXT_CHARACTERS = 600
@@ -122,3 +122,16 @@ def split_clauses(sentence: str) -> list[Clause]:
     elif clauses:
         clauses[-1] = Clause(clauses[-1].words, _final_mark(ending))
     return clauses
+
+
+def split_first_clause(sentence: str) -> list[str]:
+    """``sentence`` as [its first clause with its mark, the rest], or [``sentence``] when it has one clause.
+
+    A live avatar speaks the first clause as soon as it is synthesized, so the first words are heard after a
+    short clause's synthesis rather than a whole sentence's ("Hello," then "and welcome to the demo.").
+    """
+    for match in _CLAUSE_END.finditer(sentence):
+        head, rest = sentence[:match.end()].strip(), sentence[match.end():].strip()
+        if any(ch.isalnum() for ch in head):
+            return [head, rest] if any(ch.isalnum() for ch in rest) else [sentence]
+    return [sentence]
