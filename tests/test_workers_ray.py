@@ -4,9 +4,8 @@ The cluster stays on loopback (``--node-ip-address=127.0.0.1`` and ``RAY_ENABLE_
 what keeps Ray from swapping in the machine's routable address), uses free ports of its own, its own ``--temp-dir``,
 no token file in the home folder (``RAY_AUTH_MODE=disabled``) and no usage reporting; it is stopped by the PIDs of
 its own session (``ray stop`` would stop every Ray cluster on the machine), and the last test asserts that no
-process of it is left. Workers are CPU actors on the tiny test checkpoints; the load test is the local one,
-smaller (4 users × 2 requests through the launched app, first, before the pool of the other tests takes the
-cluster's two CPUs), since two Ray workers cost as much as two local ones.
+process of it is left. Workers are CPU actors on the tiny test checkpoints; the load test is the local one (8 users
+× 3 requests through the launched app), run first, before the pool of the other tests takes the cluster's two CPUs.
 """
 
 from __future__ import annotations
@@ -36,8 +35,8 @@ from ditto_demo.workers import WORKER_STOPPED, PoolSettings, WorkerConfig, Worke
 # Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when it is imported, so it is imported only once the cluster fixture
 # has set it (a driver that read it unset connects to the machine's routable address, where nothing listens).
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
-                                reason="Ray is the optional extra [ray], which the test command does not install "
-                                       "(pip install '.[ray]' to run these)")
+                                reason="Ray is the optional extra [ray] (requirements-test.txt installs it; "
+                                       "pip install '.[ray]' elsewhere)")
 
 #: What the cluster, the test process and the app need to stay on this machine and leave no trace outside it.
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -151,8 +150,9 @@ def _folder(tmp_path: Path, name: str) -> Path:
     return folder
 
 
-def test_app_on_ray_spreads_users_over_both_workers(cluster: RayTestCluster, tiny_root: Path, speech: Path,
-                                                    tmp_path: Path) -> None:
+def test_app_on_ray_spreads_8_users_x_3_requests_over_both_workers(
+    cluster: RayTestCluster, tiny_root: Path, speech: Path, tmp_path: Path
+) -> None:
     from gradio_client import Client, handle_file
 
     env = {**RAY_ENV, "DITTO_WORKERS": "ray", "DITTO_RAY_ADDRESS": cluster.address, "DITTO_RAY_WORKERS": "2",
@@ -163,7 +163,7 @@ def test_app_on_ray_spreads_users_over_both_workers(cluster: RayTestCluster, tin
             client = Client(url, verbose=False, download_files=str(tmp_path / f"downloads-{n}"))
             try:
                 reports = []
-                for k in range(2):
+                for k in range(3):
                     video, report, _ = client.predict(source=handle_file(PORTRAIT), audio=handle_file(speech),
                                                       steps=10, seed=10 * n + k, api_name="/generate")
                     assert_video(Path(video["video"] if isinstance(video, dict) else video))
@@ -172,9 +172,9 @@ def test_app_on_ray_spreads_users_over_both_workers(cluster: RayTestCluster, tin
             finally:
                 client.close()
 
-        with ThreadPoolExecutor(4) as users:
-            reports = [r for done in users.map(user, range(4)) for r in done]
-    assert [r["seed"] for r in reports] == [10 * n + k for n in range(4) for k in range(2)]
+        with ThreadPoolExecutor(8) as users:
+            reports = [r for done in users.map(user, range(8)) for r in done]
+    assert [r["seed"] for r in reports] == [10 * n + k for n in range(8) for k in range(3)]
     assert all(r["frames"] == CLIP_FRAMES for r in reports)
     assert {r["worker"]["index"] for r in reports} == {0, 1}
 
