@@ -329,6 +329,22 @@ def test_a_renderer_that_keeps_up_renders_every_frame_of_a_clip(threads_checked:
     assert len(recorder.frames) >= 0.9 * len(pipeline.asked)
 
 
+def test_the_avatar_recovers_when_a_slow_renderer_speeds_up(threads_checked: None) -> None:
+    """A slow spell (a shared GPU, a busy CPU) must not throttle the avatar for good: the pace estimate keeps
+    learning, so every frame is rendered again once the renderer is fast."""
+    recorder, pipeline = Recorder(), ClipPipeline(per_frame_s=0.5)  # a fifth of real time: the pace is learnt
+    avatar = _avatar(pipeline, recorder, max_delay_s=5.0, max_backlog_s=10.0).start()
+    time.sleep(4.0)
+    pipeline.per_frame_s = 0.02
+    time.sleep(2.0)
+    asked_from, out_from = len(pipeline.asked), len(recorder.frames)
+    time.sleep(2.0)
+    asked, out = len(pipeline.asked) - asked_from, len(recorder.frames) - out_from
+    avatar.stop()
+    assert asked >= 40
+    assert out >= 0.85 * asked, (out, asked)
+
+
 def test_a_renderer_slower_than_real_time_drops_clip_frames_and_stays_in_time(threads_checked: None) -> None:
     recorder, pipeline = Recorder(), ClipPipeline(per_frame_s=0.08)  # half real time
     avatar = _avatar(pipeline, recorder, max_delay_s=0.5, max_backlog_s=5.0).start()

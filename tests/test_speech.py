@@ -72,6 +72,7 @@ def test_split_first_clause() -> None:
     assert split_first_clause("One - two; three.") == ["One -", "two; three."]
     assert split_first_clause("It costs 1,000 dollars at 3:30, really.") == ["It costs 1,000 dollars at 3:30,",
                                                                             "really."]
+    assert split_first_clause("Read pages 10–20, then rest.") == ["Read pages 10–20,", "then rest."]
     assert split_first_clause("No clause here.") == ["No clause here."]
     assert split_first_clause("Trailing mark only,") == ["Trailing mark only,"]
     assert split_first_clause(", leading mark then words.") == [", leading mark then words."]
@@ -83,6 +84,9 @@ def test_split_clauses_keeps_each_mark() -> None:
         Clause("One", ","), Clause("two", ";"), Clause("three", ":"), Clause("1,000 at 3:30", ","),
         Clause("done", "!")]
     assert split_clauses("No mark") == [Clause("No mark", ".")]
+    # A first clause spoken on its own (split_first_clause) keeps its comma, not a full stop's falling end.
+    assert split_clauses("Hello,") == [Clause("Hello", ",")]
+    assert split_clauses("One -") == [Clause("One", ",")]
     assert split_clauses("Really?!") == [Clause("Really", "?")]
 
 

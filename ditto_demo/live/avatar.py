@@ -226,8 +226,9 @@ class Avatar:
         self._onset_carry = np.zeros(0, np.float32)
         self._counters = _Counters()
         self._in_flight = 0  # frames admitted to rendering and not out yet
-        self._frame_cost = 1.0 / FPS  # the renderer's time between frames out while busy (an average, seconds)
-        self._last_out: float | None = None  # when the last frame came out, if frames were queued behind it
+        self._frame_cost = 1.0 / FPS  # the renderer's time per frame (a running average, seconds)
+        self._admitted_at: dict[int, float] = {}  # admitted frames not out yet: when they were admitted
+        self._last_out: float | None = None  # when the last frame came out
         self._thread = threading.Thread(target=self._run, name=f"ditto-{name}", daemon=True)
 
     # ------------------------------------------------------------------------------------------- lifecycle
@@ -520,9 +521,12 @@ class Avatar:
         now = self.session_time()
         with self._cond:
             late = now is not None and now - self._frame_sample(index) / SAMPLE_RATE > self.options.max_delay_s
-            queued = self._in_flight * self._frame_cost > self.options.max_queue_s
+            # With fewer than two in flight a frame is always worth starting: the pace estimate keeps getting
+            # samples, so a slow spell (a shared GPU, a busy CPU) cannot throttle the avatar for good.
+            queued = self._in_flight >= 2 and self._in_flight * self._frame_cost > self.options.max_queue_s
             if index > 0 and (late or queued or self._in_flight >= self.options.max_in_flight):
                 return True
+            self._admitted_at[index] = now or 0.0
             self._in_flight += 1
             return False
 
@@ -562,10 +566,14 @@ class Avatar:
             counters.last_media = sample / SAMPLE_RATE
             counters.recent.append(now)
             self._in_flight = max(0, self._in_flight - 1)
-            if self._last_out is not None:  # frames were waiting behind the last one: this gap is the pace
-                gap = min(max(now - self._last_out, 0.001), 2.0)
-                self._frame_cost += _COST_WEIGHT * (gap - self._frame_cost)
-            self._last_out = now if self._in_flight else None
+            admitted = self._admitted_at.pop(frame.index, None)
+            if admitted is not None:  # this frame's own time: from admission, or from the frame before it out
+                started = admitted if self._last_out is None else max(admitted, self._last_out)
+                self._frame_cost += _COST_WEIGHT * (min(max(now - started, 0.001), 2.0) - self._frame_cost)
+            self._last_out = now
+            if len(self._admitted_at) > 4 * self.options.max_in_flight:  # admitted, then lost (a worker's late answer)
+                for stale in [i for i in self._admitted_at if i < frame.index]:
+                    del self._admitted_at[stale]
         self.sink.on_frame(AvatarFrame(frame.index, sample / SAMPLE_RATE, frame.image, driven, now))
 
     def _emit(self, events: list[dict[str, Any]]) -> None:

@@ -27,7 +27,7 @@ _ABBREVIATIONS = frozenset(["vs", "etc", "cf", "approx", "no", "fig", "est", "de
 _SENTENCE_END = re.compile(r"[.!?]+[\"'”’)\]]*(?=\s)")
 # A clause ends at , ; : or a dash standing between words; not inside a number ("1,000", "3:30"): the mark must be
 # followed by a space or the end.
-_CLAUSE_END = re.compile(r"\s*(?:[,;:]+(?=\s|$)|\s[—–-]{1,2}(?=\s)|[—–])\s*")
+_CLAUSE_END = re.compile(r"\s*(?:[,;:]+(?=\s|$)|\s[—–-]{1,2}(?=\s|$)|[—–])\s*")
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ def split_clauses(sentence: str) -> list[Clause]:
     words = body[start:].strip()
     if any(ch.isalnum() for ch in words):
         clauses.append(Clause(words, _final_mark(ending)))
-    elif clauses:
+    elif clauses and ending:  # "Hello." closes with its own mark; a lone "Hello," keeps its comma
         clauses[-1] = Clause(clauses[-1].words, _final_mark(ending))
     return clauses
 
@@ -131,6 +131,9 @@ def split_first_clause(sentence: str) -> list[str]:
     short clause's synthesis rather than a whole sentence's ("Hello," then "and welcome to the demo.").
     """
     for match in _CLAUSE_END.finditer(sentence):
+        mark = match.group(0)
+        if not any(ch in ",;:" for ch in mark) and not mark[:1].isspace():
+            continue  # a bare dash ("pages 10–20") is not worth a pause of its own
         head, rest = sentence[:match.end()].strip(), sentence[match.end():].strip()
         if any(ch.isalnum() for ch in head):
             return [head, rest] if any(ch.isalnum() for ch in rest) else [sentence]
