@@ -521,9 +521,7 @@ class Avatar:
         now = self.session_time()
         with self._cond:
             late = now is not None and now - self._frame_sample(index) / SAMPLE_RATE > self.options.max_delay_s
-            # With fewer than two in flight a frame is always worth starting, and two in flight give the pace
-            # estimate a sample, so a slow spell (a shared GPU, a busy CPU) cannot throttle the avatar for good.
-            queued = self._in_flight >= 2 and self._in_flight * self._frame_cost > self.options.max_queue_s
+            queued = self._in_flight * self._frame_cost > self.options.max_queue_s
             if index > 0 and (late or queued or self._in_flight >= self.options.max_in_flight):
                 return True
             self._admitted_at[index] = now or 0.0
@@ -567,11 +565,16 @@ class Avatar:
             counters.recent.append(now)
             self._in_flight = max(0, self._in_flight - 1)
             admitted = self._admitted_at.pop(frame.index, None)
+            pace = None
             if admitted is not None and self._last_out is not None and admitted <= self._last_out:
-                # It waited behind the frame before it, so the gap between the two is the renderer's pace (a frame
-                # that found the renderer empty measures its whole trip through the stages, not the pace).
-                gap = min(max(now - self._last_out, 0.001), 2.0)
-                self._frame_cost += _COST_WEIGHT * (gap - self._frame_cost)
+                pace = now - self._last_out  # it waited behind the frame before it: the gap is the pace
+            elif admitted is not None and now - admitted < self._frame_cost:
+                # It was rendered alone, so its whole trip through the stages bounds the pace from above: when even
+                # that beats the estimate, the estimate is stale (a slow spell is over). Without this sample a
+                # renderer held to one frame at a time would never be measured again.
+                pace = now - admitted
+            if pace is not None:
+                self._frame_cost += _COST_WEIGHT * (min(max(pace, 0.001), 2.0) - self._frame_cost)
             self._last_out = now
             if len(self._admitted_at) > 4 * self.options.max_in_flight:  # admitted, then lost (a worker's late answer)
                 for stale in [i for i in self._admitted_at if i < frame.index]:
