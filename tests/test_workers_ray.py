@@ -14,7 +14,6 @@ import contextlib
 import importlib.util
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ from app_support import launched_app
 from test_workers import CLIP_FRAMES, PORTRAIT, assert_video, clip, paced_chunks
 
 from ditto_demo.pipeline.controls import Controls
+from ditto_demo.testing.app_process import free_port
 from ditto_demo.workers import WORKER_STOPPED, PoolSettings, WorkerConfig, WorkerStoppedError, open_pool
 
 # Ray reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER when it is imported, so it is imported only once the cluster fixture
@@ -42,12 +42,6 @@ pytestmark = pytest.mark.skipif(importlib.util.find_spec("ray") is None,
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 _PORT_FLAGS = ("port", "node-manager-port", "object-manager-port", "dashboard-port", "dashboard-agent-listen-port",
                "dashboard-agent-grpc-port", "runtime-env-agent-port", "metrics-export-port")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def _session_processes(sid: int) -> list[int]:
@@ -72,7 +66,7 @@ class RayTestCluster:
     def __init__(self) -> None:
         # Short: Ray's socket paths under the temp dir must fit in 107 characters.
         self.temp = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
-        self.ports = {flag: _free_port() for flag in _PORT_FLAGS}
+        self.ports = {flag: free_port() for flag in _PORT_FLAGS}
         self.address = f"127.0.0.1:{self.ports['port']}"
         self.sid: int | None = None
 

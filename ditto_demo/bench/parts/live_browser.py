@@ -27,11 +27,8 @@ import contextlib
 import logging
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -44,6 +41,7 @@ from ditto_demo.bench.speech import bench_audio
 from ditto_demo.errors import InputError
 from ditto_demo.pipeline.pcm import write_wav
 from ditto_demo.pipeline.timebase import SAMPLE_RATE
+from ditto_demo.testing.app_process import free_port, served_app
 
 __all__ = ["LIVE_MODES", "TARGETS", "bench_live_browser"]
 
@@ -120,16 +118,10 @@ def _chromium() -> str | None:
     return None
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @contextlib.contextmanager
 def _launched_app(ctx: BenchContext) -> Iterator[str]:
     """The app, as ``app.py`` starts it, in its own process on the run's checkpoints; yields its URL."""
-    port = _free_port()
+    port = free_port()
     work = ctx.work / "app"
     work.mkdir(exist_ok=True)
     env = {
@@ -147,29 +139,8 @@ def _launched_app(ctx: BenchContext) -> Iterator[str]:
     env.pop("DITTO_WORKERS", None)  # one process: the figures are the live path's, not a worker pool's
     if ctx.options.threads is not None:  # --threads: the app's torch threads (read by torch at start-up)
         env["OMP_NUM_THREADS"] = str(ctx.options.threads)
-    log_path = work / "app.log"
-    with log_path.open("w") as app_log:
-        process = subprocess.Popen([sys.executable, "-c", _APP], env=env, stdout=app_log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}/"
-    try:
-        deadline = time.monotonic() + 300
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the app exited with {process.returncode}:\n{log_path.read_text()[-3000:]}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as answer:
-                if answer.status == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the app did not answer within 300 s:\n{log_path.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with served_app([sys.executable, "-c", _APP], env, port, work / "app.log", timeout=_START_TIMEOUT_S) as url:
         yield url
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=30)
 
 
 def _session(browser: Any, url: str, mode: str, window: float, speech: Path) -> dict[str, float]:
